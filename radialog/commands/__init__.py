@@ -1,0 +1,6 @@
+"""Sub-commands of the `radialog` CLI: each module exposes `add_parser(subparsers)`.
+
+The parser it adds sets `func`, called with the parsed arguments; it returns the exit code.
+"""
+
+COMMAND_MODULES: tuple[str, ...] = ("radialog.commands.report",)

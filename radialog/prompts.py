@@ -1,0 +1,111 @@
+"""RaDialog's prompt wording and conversation formats.
+
+The system prompt, the report instruction and the correction/QA prompts are RaDialog's training
+wording, word for word: the released LoRA adapter answers best to exactly these strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+IMAGE_PLACEHOLDER = "<IMG>"
+NUM_IMAGE_TOKENS = 32
+USER, ASSISTANT = "USER", "ASSISTANT"
+
+SYSTEM_PROMPT = (
+    "A chat between a curious user and an artificial intelligence assistant acting as an experienced "
+    "radiologist. The assistant gives professional, detailed, and polite answers to the user's questions."
+)
+
+REPORT_INSTRUCTION = (
+    "You are to act as a radiologist and write the finding section of a chest x-ray radiology report for "
+    "this X-ray image and the given predicted findings. Write in the style of a radiologist, write one fluent "
+    "text without enumeration, be concise and don't provide explanations or reasons."
+)
+
+NO_FINDINGS_TEXT = "no common findings"
+
+
+def format_findings(positive_labels: Iterable[str]) -> str:
+    """RaDialog's findings text: lowercase names joined by ", ".
+
+    "No Finding" is dropped when any finding other than it and "Support Devices" is present; an empty
+    list reads "no common findings".
+    """
+    labels = list(positive_labels)
+    if not labels:
+        return NO_FINDINGS_TEXT
+    if "No Finding" in labels and any(label not in ("No Finding", "Support Devices") for label in labels):
+        labels.remove("No Finding")
+    return ", ".join(labels).lower().strip()
+
+
+def image_placeholders(num_tokens: int = NUM_IMAGE_TOKENS) -> str:
+    return IMAGE_PLACEHOLDER * num_tokens
+
+
+def build_report_prompt(findings_text: str, num_image_tokens: int = NUM_IMAGE_TOKENS) -> str:
+    """The first user message: image placeholders, predicted findings, and the report instruction."""
+    return (
+        f"Image information: {image_placeholders(num_image_tokens)}. "
+        f"Predicted Findings: {findings_text}. {REPORT_INSTRUCTION}"
+    )
+
+
+def build_correction_prompt(remove: Sequence[str] = (), add: Sequence[str] = ()) -> str:
+    """RaDialog's correction prompts for findings the report wrongly has (`remove`) or misses (`add`)."""
+    fp, fn = ", ".join(remove).lower(), ", ".join(add).lower()
+    if fp and fn:
+        return (
+            f"Please adapt the report with the following corrections: Include {fn} and remove {fp}. "
+            "Don't make other changes."
+        )
+    if fp:
+        return f"The patient does not have {fp}. Update the report. Don't make other changes."
+    if fn:
+        return f"The patient also has {fn}, correct the report. Don't make other changes."
+    raise ValueError("a correction needs at least one finding to add or remove")
+
+
+def build_finding_question(finding: str) -> str:
+    return f"Is there any {finding.lower()}?"
+
+
+LIST_FINDINGS_PROMPT = "List all the findings in this report."
+
+
+@dataclass
+class Conversation:
+    """A system prompt and alternating user/assistant turns; the last assistant turn may be open."""
+
+    system: str = SYSTEM_PROMPT
+    messages: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def add_user(self, text: str) -> None:
+        self.messages.append((USER, text))
+
+    def add_assistant(self, text: str | None) -> None:
+        self.messages.append((ASSISTANT, text))
+
+    def copy(self) -> Conversation:
+        return Conversation(system=self.system, messages=list(self.messages))
+
+    def render_vicuna(self, eos: str = "</s>") -> str:
+        """Vicuna v1.1: `{system} USER: {msg} ASSISTANT: {reply}</s>USER: ...`, open with `ASSISTANT:`."""
+        text = self.system + " "
+        for role, message in self.messages:
+            if message is None:
+                text += f"{role}:"
+            elif role == USER:
+                text += f"{role}: {message} "
+            else:
+                text += f"{role}: {message}{eos}"
+        return text
+
+    def as_chat_messages(self) -> list[dict[str, str]]:
+        """OpenAI-style messages for a tokenizer's chat template (open assistant turn left out)."""
+        roles = {USER: "user", ASSISTANT: "assistant"}
+        chat = [{"role": "system", "content": self.system}]
+        chat += [{"role": roles[role], "content": text} for role, text in self.messages if text is not None]
+        return chat

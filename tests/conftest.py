@@ -1,0 +1,42 @@
+"""Shared fixtures: test images, and the `tiny` / `mini` models built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_CXR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cxr"
+
+
+@pytest.fixture(scope="session")
+def shared_cxr() -> Path:
+    """../shared/data/cxr: real chest X-rays that live beside the checkout (CI has them)."""
+    if not (SHARED_CXR / "manifest.json").is_file():
+        pytest.skip(f"real X-rays not available: {SHARED_CXR} is absent")
+    return SHARED_CXR
+
+
+@pytest.fixture(scope="session")
+def chest_dicom() -> Path:
+    """A real frontal chest CR film, 16-bit MONOCHROME1, shipped by pydicom-data."""
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file("RG1_UNCR.dcm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from radialog.model import RaDialogModel, get_preset
+
+    torch.manual_seed(0)
+    return RaDialogModel.from_config(get_preset("tiny"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def mini_model():
+    from radialog.model import RaDialogModel, get_preset
+
+    torch.manual_seed(0)
+    return RaDialogModel.from_config(get_preset("mini"), device="cpu")
