@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from radialog.model import ImageEncoder, ImageEncoderConfig
+# hi-ml-multimodal (Microsoft's BioViL-T code) is the reference; scripts/install.sh installs it.
+from health_multimodal.image.model import model as himl
+from health_multimodal.image.model.types import ImageEncoderType
 
-himl = pytest.importorskip("health_multimodal.image.model.model", reason="hi-ml-multimodal is the reference")
-from health_multimodal.image.model.types import ImageEncoderType  # noqa: E402
+from radialog.model import ImageEncoder, ImageEncoderConfig
 
 
 @pytest.fixture(scope="module")
