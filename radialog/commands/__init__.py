@@ -3,4 +3,11 @@
 The parser it adds sets `func`, called with the parsed arguments; it returns the exit code.
 """
 
-COMMAND_MODULES: tuple[str, ...] = ("radialog.commands.report",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "radialog.commands.report",
+    "radialog.commands.serve",
+    "radialog.commands.download",
+    "radialog.commands.convert",
+    "radialog.commands.label",
+    "radialog.commands.evaluate",
+)
