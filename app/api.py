@@ -1,0 +1,312 @@
+"""The REST API: studies (an uploaded X-ray and its conversation), reports and chat turns.
+
+Every error a client can cause answers 4xx with `{"detail": "<message>"}`; a busy model answers 503
+with Retry-After. Studies live in memory only (see `app.studies`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.formparsers import MultiPartParser
+
+from app.studies import StudyNotFound, StudyStore
+from app.worker import ModelNotReady, ModelWorker, QueueFull
+from radialog.chat import MAX_MESSAGE_CHARS, PendingTurn, Session, Task
+from radialog.errors import ImageLoadError, RaDialogError
+from radialog.imaging import load_xray
+
+logger = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+RETRY_AFTER_S = 10
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file
+# Starlette spools uploads above 1 MiB to a temporary file; uploads are kept in memory instead, so no
+# image ever reaches the disk (the upload size is capped above).
+MultiPartParser.spool_max_size = MAX_UPLOAD_BYTES
+
+EXAMPLE_FINDINGS = {"Cardiomegaly": 0.71, "Edema": 0.12, "No Finding": 0.05}
+EXAMPLE_REPORT = "The heart is enlarged. No focal consolidation, pleural effusion or pneumothorax."
+
+
+# ---------------------------------------------------------------------- schemas
+class ErrorOut(BaseModel):
+    detail: str = Field(examples=["not a readable image: expected PNG, JPEG or DICOM"])
+
+
+class StudyCreated(BaseModel):
+    id: str = Field(examples=["3f2a9c0e5b7d4e1fa2c3d4e5f6a7b8c9"])
+    findings: dict[str, float | None] = Field(
+        description="probability per CheXpert label (null where the classifier has no output)",
+        examples=[EXAMPLE_FINDINGS],
+    )
+    positive_findings: list[str] = Field(examples=[["Cardiomegaly"]])
+    model: str = Field(examples=["preset:mini"])
+    created_at: str = Field(examples=["2025-01-31T09:30:00+00:00"])
+
+
+class TurnOut(BaseModel):
+    task: Task
+    user: str = Field(examples=["Is there any pleural effusion?"])
+    answer: str = Field(examples=["No."])
+    created_at: str
+
+
+class StudyOut(StudyCreated):
+    report: str | None = Field(examples=[EXAMPLE_REPORT])
+    turns: list[TurnOut]
+
+
+class ReportOut(BaseModel):
+    id: str
+    report: str = Field(examples=[EXAMPLE_REPORT])
+
+
+class MessageIn(BaseModel):
+    message: str = Field(
+        default="",
+        max_length=MAX_MESSAGE_CHARS,
+        description="the question or message; for `correct`, a correction in words (or use `remove`/`add`)",
+        examples=["Is there any pleural effusion?"],
+    )
+    task: Task = Field(default=Task.CHAT, description="what to do; `plain_language`/`summarize` need no message")
+    remove: list[Annotated[str, Field(max_length=64)]] = Field(
+        default=[], max_length=14, description="`correct`: findings the report wrongly has", examples=[["Edema"]]
+    )
+    add: list[Annotated[str, Field(max_length=64)]] = Field(
+        default=[], max_length=14, description="`correct`: findings the report misses", examples=[[]]
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"message": "Is there any pleural effusion?"},
+                {"task": "correct", "remove": ["Edema"]},
+                {"task": "plain_language"},
+            ]
+        }
+    }
+
+
+class MessageOut(BaseModel):
+    id: str
+    task: Task
+    answer: str = Field(examples=["No, there is no pleural effusion."])
+    report: str | None = Field(description="the current report, after this turn", examples=[EXAMPLE_REPORT])
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    ready: bool
+    model: str = Field(examples=["preset:mini"])
+    demo_weights: bool = Field(description="true for presets: not a trained checkpoint, not for clinical use")
+    detail: str | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": description}
+    for code, description in [
+        (401, "missing or wrong API token"),
+        (404, "no such study"),
+        (503, "the model is loading or busy; retry after the Retry-After header's seconds"),
+    ]
+}
+INPUT_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "the request cannot be carried out (e.g. no report yet)"},
+    **ERRORS,
+}
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorOut, "description": "the file is larger than the upload limit"},
+    415: {"model": ErrorOut, "description": "not a PNG, JPEG or DICOM image, or a corrupt one"},
+    **ERRORS,
+}
+# Module level: endpoint annotations are resolved in this module's globals (postponed annotations).
+BEARER = HTTPBearer(auto_error=False, description="required when the server has RADIALOG_API_TOKEN set")
+STREAM_DOC = {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "the text as it is generated"}
+
+
+# ---------------------------------------------------------------------- app
+def create_api(worker: ModelWorker, store: StudyStore, api_token: str | None = None) -> FastAPI:
+    """The FastAPI app with /healthz, /readyz and the /v1 studies API (Bearer token when `api_token`)."""
+    api = FastAPI(
+        title="RaDialog API",
+        summary="Draft chest X-ray reports and a conversation about them. Research prototype: not for clinical use.",
+        version="1",
+    )
+    _add_error_handlers(api)
+
+    @api.middleware("http")
+    async def refuse_oversize(request: Request, call_next):
+        # Before the multipart parser reads the body: an oversize upload is refused unread.
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD:
+            return JSONResponse({"detail": _too_large()}, status_code=413)
+        return await call_next(request)
+
+    api.include_router(_health_router(worker))
+    api.include_router(_studies_router(worker, store, api_token))
+    return api
+
+
+def _add_error_handlers(api: FastAPI) -> None:
+    def error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    api.add_exception_handler(StudyNotFound, lambda _, err: error(404, str(err)))
+    api.add_exception_handler(QueueFull, lambda _, err: error(503, f"the server is busy ({err})", retry))
+    api.add_exception_handler(ModelNotReady, lambda _, err: error(503, str(err), retry))
+    api.add_exception_handler(ImageLoadError, lambda _, err: error(415, str(err)))
+    api.add_exception_handler(RaDialogError, lambda _, err: error(400, str(err)))
+
+
+def _health_router(worker: ModelWorker) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", response_model=Health, summary="the server is up")
+    def healthz() -> Health:
+        return Health(status="ok")
+
+    @router.get(
+        "/readyz",
+        response_model=Readiness,
+        summary="the model is loaded",
+        responses={503: {"model": Readiness, "description": "the model is still loading or failed"}},
+    )
+    def readyz() -> Response:
+        body = Readiness(ready=worker.ready, model=worker.model_id, demo_weights=worker.is_demo)
+        if not worker.ready:
+            try:
+                worker.model  # noqa: B018 — its error says whether it is loading or failed
+            except ModelNotReady as err:
+                body.detail = str(err)
+            return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+        return JSONResponse(body.model_dump())
+
+    return router
+
+
+def _studies_router(worker: ModelWorker, store: StudyStore, api_token: str | None) -> APIRouter:
+    def check_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+        if api_token is None:
+            return
+        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), api_token.encode()):
+            raise HTTPException(401, "missing or wrong API token", headers={"WWW-Authenticate": "Bearer"})
+
+    router = APIRouter(prefix="/v1", tags=["studies"], dependencies=[Depends(check_token)])
+
+    @router.post(
+        "/studies",
+        status_code=201,
+        response_model=StudyCreated,
+        responses=UPLOAD_ERRORS,
+        summary="upload a chest X-ray (PNG, JPEG or DICOM) and get the predicted findings",
+    )
+    def create_study(file: Annotated[UploadFile, File(description="PNG, JPEG or DICOM")]):
+        data = file.file.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            return JSONResponse({"detail": _too_large()}, 413)
+        xray = load_xray(data)  # before queueing: bad input never waits for the model
+        with worker.slot():
+            session = Session.start(worker.model, xray)
+        store.add(session)
+        logger.info("study %s: %s image, findings %s", session.id, xray.source_format, session.positive)
+        return _study_created(session, worker)
+
+    @router.get("/studies/{study_id}", response_model=StudyOut, responses=ERRORS, summary="a study's state")
+    def get_study(study_id: str) -> StudyOut:
+        session = store.get(study_id)
+        turns = [
+            TurnOut(task=t.task, user=t.user, answer=t.answer, created_at=t.created_at) for t in session.transcript
+        ]
+        return StudyOut(**_study_created(session, worker).model_dump(), report=session.report, turns=turns)
+
+    @router.delete("/studies/{study_id}", status_code=204, responses=ERRORS, summary="forget a study")
+    def delete_study(study_id: str) -> Response:
+        store.delete(study_id)
+        return Response(status_code=204)
+
+    @router.post(
+        "/studies/{study_id}/report",
+        response_model=ReportOut,
+        responses={**INPUT_ERRORS, 200: STREAM_DOC},
+        summary="generate the report (replaces any earlier one)",
+    )
+    def create_report(
+        study_id: str, stream: Annotated[bool, Query(description="stream text/plain as it is generated")] = False
+    ):
+        session = store.get(study_id)
+        if stream:
+            return _stream(worker, session, Task.REPORT)
+        answer = _answer(worker, session, Task.REPORT)
+        return ReportOut(id=session.id, report=answer)
+
+    @router.post(
+        "/studies/{study_id}/messages",
+        response_model=MessageOut,
+        responses={**INPUT_ERRORS, 200: STREAM_DOC},
+        summary="one chat turn: a question, a correction, plain language, a summary or free chat",
+    )
+    def post_message(
+        study_id: str,
+        body: MessageIn,
+        stream: Annotated[bool, Query(description="stream text/plain as it is generated")] = False,
+    ):
+        session = store.get(study_id)
+        args = (body.message, body.remove, body.add)
+        if stream:
+            return _stream(worker, session, body.task, *args)
+        answer = _answer(worker, session, body.task, *args)
+        return MessageOut(id=session.id, task=body.task, answer=answer, report=session.report)
+
+    return router
+
+
+def _too_large() -> str:
+    return f"the file is larger than the {MAX_UPLOAD_BYTES // 2**20} MiB upload limit"
+
+
+def _study_created(session: Session, worker: ModelWorker) -> StudyCreated:
+    return StudyCreated(
+        id=session.id,
+        findings={label: None if math.isnan(p) else round(p, 4) for label, p in session.findings.items()},
+        positive_findings=session.positive,
+        model=worker.model_id,
+        created_at=session.created_at,
+    )
+
+
+def _answer(worker: ModelWorker, session: Session, task: Task, *args: Any) -> str:
+    with worker.slot():
+        pending = session.prepare(task, *args)
+        return "".join(session.run(pending)).strip()
+
+
+def _stream(worker: ModelWorker, session: Session, task: Task, *args: Any) -> StreamingResponse:
+    """Queue and prepare before answering, so a full queue or bad input still gets its 4xx/503 status."""
+    slot = worker.slot()
+    slot.__enter__()
+    try:
+        pending: PendingTurn = session.prepare(task, *args)
+    except BaseException:
+        slot.release()
+        raise
+
+    def pieces() -> Iterator[str]:
+        try:
+            yield from session.run(pending)
+        finally:
+            slot.release()
+
+    return StreamingResponse(pieces(), media_type="text/plain; charset=utf-8")

@@ -1,0 +1,132 @@
+"""The model worker: owns the one model, loads it in the background, and admits one job at a time.
+
+As in LLaVA's serve split, the web layers (API, UI) never touch the model directly: they take a
+`Slot` from the worker, which bounds how many requests may wait for the model. A request that finds
+the queue full is refused at once (the API answers 503 with Retry-After) instead of hanging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+
+from radialog.model.loading import ModelSource
+from radialog.model.modeling import RaDialogModel
+
+logger = logging.getLogger(__name__)
+
+
+class ModelNotReady(Exception):
+    """The model is still loading, or failed to load."""
+
+
+class QueueFull(Exception):
+    """Too many requests are already waiting for the model."""
+
+
+class Slot:
+    """A reserved place in the model's queue; `with slot:` waits for the model and releases it after."""
+
+    def __init__(self, worker: ModelWorker) -> None:
+        self._worker = worker
+        self._held = False
+        self._released = False
+
+    def __enter__(self) -> Slot:
+        if not self._worker._run_lock.acquire(timeout=self._worker.wait_timeout_s):
+            self.release()
+            raise QueueFull(f"the model stayed busy for {self._worker.wait_timeout_s:.0f} s")
+        self._held = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Idempotent, so a slot reserved for a stream that never started can be given back safely."""
+        if self._released:
+            return
+        self._released = True
+        if self._held:
+            self._worker._run_lock.release()
+        with self._worker._mutex:
+            self._worker._pending -= 1
+
+
+class ModelWorker:
+    """One model behind a lock, with at most `max_waiting` requests queued behind the running one."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        loader: Callable[[], RaDialogModel],
+        max_waiting: int = 8,
+        wait_timeout_s: float = 600.0,
+    ) -> None:
+        self.source = source
+        self.max_waiting = max_waiting
+        self.wait_timeout_s = wait_timeout_s
+        self._loader = loader
+        self._model: RaDialogModel | None = None
+        self._load_error: BaseException | None = None
+        self._run_lock = threading.Lock()
+        self._mutex = threading.Lock()
+        self._pending = 0
+
+    @classmethod
+    def from_model(cls, model: RaDialogModel, source: ModelSource, **kwargs) -> ModelWorker:
+        worker = cls(source, loader=lambda: model, **kwargs)
+        worker._model = model
+        return worker
+
+    @property
+    def model_id(self) -> str:
+        return self.source.label
+
+    @property
+    def is_demo(self) -> bool:
+        """Presets are demo weights (random or only partly pretrained); only checkpoints are real."""
+        return self.source.checkpoint is None
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> RaDialogModel:
+        if self._model is None:
+            reason = f"failed to load: {self._load_error}" if self._load_error else "is still loading"
+            raise ModelNotReady(f"the model {reason}")
+        return self._model
+
+    def load(self) -> None:
+        logger.info("loading model %s", self.model_id)
+        try:
+            self._model = self._loader()
+        except BaseException as err:
+            self._load_error = err
+            logger.exception("model %s failed to load", self.model_id)
+            raise
+        logger.info("model %s ready (%s)", self.model_id, self._model.config.name)
+
+    def load_in_background(self) -> threading.Thread:
+        """Start loading so the server can answer /healthz and /readyz while the weights come in."""
+
+        def run() -> None:
+            with contextlib.suppress(Exception):  # already logged; /readyz reports it
+                self.load()
+
+        thread = threading.Thread(target=run, name="model-loader", daemon=True)
+        thread.start()
+        return thread
+
+    def slot(self) -> Slot:
+        """Reserve a place in the queue now (raises `QueueFull` at once); wait for the model with `with`."""
+        self.model  # noqa: B018 — raises ModelNotReady before anyone queues for a model that is not there
+        with self._mutex:
+            if self._pending > self.max_waiting:
+                raise QueueFull(f"{self._pending} requests are already waiting for the model")
+            self._pending += 1
+        return Slot(self)

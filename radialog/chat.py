@@ -1,0 +1,281 @@
+"""The conversation engine: one `Session` per study, independent of any UI or server.
+
+A session encodes its image once (32 image embeddings plus the predicted findings) and then runs
+tasks on it, each with RaDialog's prompt wording: generate the report, correct it, answer a question,
+explain it in plain language, summarize it, or chat freely.
+
+What the model sees (the context rule)
+--------------------------------------
+    system prompt
+    anchor turn:   the first user turn, which carries the 32 `<IMG>` positions and the predicted
+                   findings, and its answer. Once a report exists this is the report instruction
+                   answered by the *current* report.
+    context turns: the turns since the report last changed, oldest first
+    the new user message, open assistant turn
+
+Every change of the report (generated, corrected, or edited by the user) becomes the answer of the
+anchor turn and empties the context turns: they discussed a report that no longer exists, and the
+conversation continues from the new one. When the prompt would not leave room for the task's answer in
+the LLM context, the oldest context turns are dropped first, one at a time; the anchor turn and the new
+message are never dropped (if they alone do not fit, `InputError`). The transcript keeps every turn
+for display and export regardless.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from radialog.errors import InputError
+from radialog.imaging import XRay
+from radialog.model.modeling import EncodedImage, RaDialogModel
+from radialog.prompts import (
+    Conversation,
+    build_correction_prompt,
+    build_finding_question,
+    build_report_prompt,
+    image_placeholders,
+)
+
+logger = logging.getLogger(__name__)
+
+# One template each from RaDialog's instruct prompts (data/instruct_prompts/EL_prompts.csv and
+# SU_prompts.csv), word for word: the released adapter was tuned on exactly these phrasings.
+PLAIN_LANGUAGE_PROMPT = "Please rewrite this report in simple language."
+SUMMARY_PROMPT = "Summarize this report with bullet points."
+
+MAX_MESSAGE_CHARS = 4000
+
+
+class Task(StrEnum):
+    REPORT = "report"
+    CORRECT = "correct"
+    QUESTION = "question"
+    PLAIN_LANGUAGE = "plain_language"
+    SUMMARIZE = "summarize"
+    CHAT = "chat"
+
+
+# Tasks that rewrite the report: their answer becomes the current report.
+REPORT_TASKS = (Task.REPORT, Task.CORRECT)
+# Tasks that only make sense once there is a report to work on.
+NEEDS_REPORT = (Task.CORRECT, Task.PLAIN_LANGUAGE, Task.SUMMARIZE)
+
+
+@dataclass
+class Turn:
+    task: Task
+    user: str  # what the user asked, as shown in a chat window
+    prompt: str  # what the model was given (the anchor turn's carries the image placeholders)
+    answer: str
+    created_at: str = field(default_factory=lambda: _now())
+
+
+@dataclass
+class PendingTurn:
+    """A prepared, not yet answered turn: the full conversation and the answer's token budget."""
+
+    task: Task
+    user: str
+    prompt: str
+    conversation: Conversation
+    max_new_tokens: int
+    dropped_turns: int  # context turns left out to fit the LLM context
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Session:
+    """One study: the image, its cached embeddings and findings, the current report and the turns.
+
+    Not thread-safe: the caller runs one turn of a session at a time (the server holds its model
+    lock around `prepare` and `run`).
+    """
+
+    def __init__(self, model: RaDialogModel, xray: XRay, encoded: EncodedImage, session_id: str | None = None):
+        self.model = model
+        self.xray = xray
+        self.encoded = encoded
+        self.id = session_id or uuid.uuid4().hex
+        self.created_at = _now()
+        self.transcript: list[Turn] = []
+        self._anchor: Turn | None = None
+        self._context: list[Turn] = []
+        self.report: str | None = None
+
+    @classmethod
+    def start(cls, model: RaDialogModel, xray: XRay, session_id: str | None = None) -> Session:
+        """Encode the image once; every later turn reuses these embeddings."""
+        return cls(model, xray, model.encode_image(xray), session_id)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def findings(self) -> dict[str, float]:
+        return self.encoded.findings
+
+    @property
+    def positive(self) -> list[str]:
+        return self.encoded.positive
+
+    def set_report(self, text: str) -> None:
+        """The user's edited report replaces the assistant's report turn; the conversation goes on from it."""
+        text = text.strip()
+        if not text:
+            raise InputError("the report is empty")
+        if text == self.report:
+            return
+        self._anchor = Turn(Task.REPORT, "(report edited by the user)", self._report_prompt(), text)
+        self._context = []
+        self.report = text
+        logger.debug("session %s: report replaced by the user's edit", self.id)
+
+    def record(self, model_id: str | None = None) -> dict:
+        """The exportable record: findings, report, transcript, model and time stamp."""
+        return {
+            "study_id": self.id,
+            "created_at": self.created_at,
+            "exported_at": _now(),
+            "model": self.model.config.name,
+            "model_id": model_id or self.model.config.name,
+            "image": {"format": self.xray.source_format, "window": self.xray.window},
+            "findings": {label: _json_probability(p) for label, p in self.findings.items()},
+            "positive_findings": list(self.positive),
+            "report": self.report,
+            "turns": [
+                {"task": str(t.task), "user": t.user, "answer": t.answer, "created_at": t.created_at}
+                for t in self.transcript
+            ],
+        }
+
+    # ------------------------------------------------------------------ turns
+    def prepare(
+        self,
+        task: Task | str,
+        text: str | None = None,
+        remove: Sequence[str] = (),
+        add: Sequence[str] = (),
+    ) -> PendingTurn:
+        """Build the prompt for one task; raises `InputError` for anything the user must change.
+
+        `text` is the question or chat message (QUESTION, CHAT), or a free-text correction (CORRECT
+        without `remove`/`add`). A QUESTION without text and with one finding in `add` asks RaDialog's
+        finding question ("Is there any edema?").
+        """
+        task = Task(task)
+        text = (text or "").strip()
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise InputError(f"the message has {len(text)} characters, over the limit of {MAX_MESSAGE_CHARS}")
+        if task in NEEDS_REPORT and self.report is None:
+            raise InputError(f"'{task}' needs a report: generate one first")
+        settings = self.model.config.generation
+        if task is Task.REPORT:
+            return self._fit(
+                task, "Generate report", self._report_prompt(), settings.report_max_new_tokens, with_history=False
+            )
+        if task is Task.CORRECT:
+            if remove or add:
+                prompt = build_correction_prompt(remove=list(remove), add=list(add))
+            elif text:
+                prompt = text
+            else:
+                raise InputError("a correction needs findings to add or remove, or a correction in words")
+            return self._fit(task, prompt, prompt, settings.correction_max_new_tokens)
+        if task is Task.PLAIN_LANGUAGE:
+            return self._fit(task, "Plain language", PLAIN_LANGUAGE_PROMPT, settings.chat_max_new_tokens)
+        if task is Task.SUMMARIZE:
+            return self._fit(task, "Summarize", SUMMARY_PROMPT, settings.chat_max_new_tokens)
+        budget = settings.chat_max_new_tokens
+        if task is Task.QUESTION and not text and len(add) == 1:
+            text, budget = build_finding_question(add[0]), settings.yes_no_max_new_tokens
+        if not text:
+            raise InputError("the message is empty")
+        if self._anchor is None:
+            # No report yet: this question becomes the anchor turn and carries the image.
+            return self._fit(task, text, self._image_prefix() + text, budget, with_history=False)
+        return self._fit(task, text, text, budget)
+
+    def run(self, pending: PendingTurn) -> Iterator[str]:
+        """Stream the answer's text pieces; the turn is recorded once the generation has finished.
+
+        If the consumer stops early (a client went away), the generation is still drained to its end
+        before this returns, so the caller's model lock never releases while a generation is running.
+        """
+        stream = self.model.stream_generate(pending.conversation, self.encoded.image_embeds, pending.max_new_tokens)
+        pieces: list[str] = []
+        try:
+            for piece in stream:
+                pieces.append(piece)
+                yield piece
+        except GeneratorExit:
+            pieces.extend(stream)
+            self._commit(pending, "".join(pieces).strip())
+            raise
+        self._commit(pending, "".join(pieces).strip())
+
+    def ask(
+        self, task: Task | str, text: str | None = None, remove: Sequence[str] = (), add: Sequence[str] = ()
+    ) -> str:
+        """Prepare and run one turn, returning the whole answer."""
+        pending = self.prepare(task, text, remove=remove, add=add)
+        return "".join(self.run(pending)).strip()
+
+    # ------------------------------------------------------------------ internals
+    def _report_prompt(self) -> str:
+        return build_report_prompt(self.encoded.findings_text, self.model.config.alignment.num_query_tokens)
+
+    def _image_prefix(self) -> str:
+        # The report prompt's image-and-findings sentence, so the model reads the image the same way.
+        num_tokens = self.model.config.alignment.num_query_tokens
+        findings = self.encoded.findings_text
+        return f"Image information: {image_placeholders(num_tokens)}. Predicted Findings: {findings}. "
+
+    def _fit(self, task: Task, user: str, prompt: str, max_new_tokens: int, with_history: bool = True) -> PendingTurn:
+        """The conversation for `prompt`, dropping the oldest context turns until it fits the context."""
+        anchor_turn = self._anchor if with_history else None
+        context = list(self._context) if anchor_turn is not None else []
+        budget = self.model.config.language_model.max_context - max_new_tokens
+        dropped = 0
+        while True:
+            conversation = Conversation()
+            for turn in ([anchor_turn] if anchor_turn else []) + context:
+                conversation.add_user(turn.prompt)
+                conversation.add_assistant(turn.answer)
+            conversation.add_user(prompt)
+            conversation.add_assistant(None)
+            length = self.model.tokenize(conversation).shape[1]
+            if length <= budget:
+                break
+            if not context:
+                raise InputError(
+                    f"the message does not fit the model's context ({length} tokens, {budget} free): shorten it"
+                )
+            context.pop(0)
+            dropped += 1
+        if dropped:
+            logger.info("session %s: dropped the %d oldest turn(s) to fit the context", self.id, dropped)
+        return PendingTurn(task, user, prompt, conversation, max_new_tokens, dropped)
+
+    def _commit(self, pending: PendingTurn, answer: str) -> None:
+        turn = Turn(pending.task, pending.user, pending.prompt, answer)
+        self.transcript.append(turn)
+        if pending.task in REPORT_TASKS:
+            self.report = answer
+            self._anchor = Turn(Task.REPORT, turn.user, self._report_prompt(), answer)
+            self._context = []
+        elif self._anchor is None:
+            self._anchor = turn
+        else:
+            self._context.append(turn)
+            # Keep in step with the prompt actually used: turns dropped to fit stay dropped.
+            if pending.dropped_turns:
+                self._context = self._context[pending.dropped_turns :]
+
+
+def _json_probability(p: float) -> float | None:
+    return None if p != p else round(p, 4)  # NaN (no classifier output for the label) → null
