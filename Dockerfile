@@ -1,0 +1,35 @@
+# RaDialog server image: code and Python environment only. The weights are NOT in the image; mount
+# them read-only at /app/checkpoints (see checkpoints/README.md and docker-compose.yml).
+FROM nvidia/cuda:12.4.1-runtime-ubuntu22.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    HF_HOME=/tmp/hf \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    RADIALOG_CHECKPOINT=/app/checkpoints/radialog-v1
+
+# Python 3.11 (the project requires it) and curl for the health check.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3.11 python3.11-venv curl ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN useradd --create-home --uid 1000 radialog \
+    && mkdir -p /app/checkpoints \
+    && chown -R radialog:radialog /app
+WORKDIR /app
+USER 1000:1000
+
+# The same install steps as CI: scripts/install.sh creates /app/.venv and installs the package.
+COPY --chown=1000:1000 . /app
+RUN bash scripts/install.sh
+
+VOLUME ["/app/checkpoints"]
+EXPOSE 7860
+HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
+    CMD ["curl", "--fail", "--silent", "http://localhost:7860/healthz"]
+
+ENTRYPOINT ["/app/.venv/bin/radialog"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "7860"]
