@@ -10,4 +10,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "radialog.commands.convert",
     "radialog.commands.label",
     "radialog.commands.evaluate",
+    "radialog.commands.make_manifest",
+    "radialog.commands.make_instruct",
+    "radialog.commands.make_synthetic",
 )

@@ -1,0 +1,542 @@
+"""Synthetic chest radiographs with findings known by construction, paired with reports of real sentences.
+
+Each image is drawn from a parametric PA chest film: torso, two lung fields with diaphragm domes and
+costophrenic angles, mediastinum and heart, spine, ribs and clavicles, vessel-like lung texture, noise,
+and patient variation (body size, position, slight rotation, exposure). Findings are drawn on top:
+
+    Cardiomegaly        cardiac silhouette wider than ~0.55 of the thorax (normal 0.38-0.48)
+    Pleural Effusion    homogeneous fluid at a lung base, rising laterally, blunting the angle
+    Pneumothorax        the lung edge pulled away from the chest wall: a dark rim without vessels
+    Lung Opacity        a hazy, ill-defined patch in a lung field
+    Consolidation       a dense, well-defined patch in a lung field
+    Support Devices     a thin bright tube or line (endotracheal/nasogastric tube, central line)
+
+Reports are built from real sentences of the IU X-ray reports (read from torchxrayvision at run time,
+never stored here): per present finding one sentence the labeler reads as stating it (and no other
+finding), and for absent findings sentences it reads as negating them, so the report's labels agree
+with the image. The record's `labels` are the constructed ground truth.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from radialog.data.manifest import ManifestRecord, write_manifest
+from radialog.labeler import RuleBasedLabeler, iter_iu_reports
+from radialog.labels import CHEXPERT_LABELS
+
+logger = logging.getLogger(__name__)
+
+NO_FINDING = "No Finding"
+SUPPORT_DEVICES = "Support Devices"
+# The findings this generator draws, in the order they are rendered.
+FINDINGS: tuple[str, ...] = (
+    "Cardiomegaly",
+    "Pleural Effusion",
+    "Pneumothorax",
+    "Lung Opacity",
+    "Consolidation",
+    SUPPORT_DEVICES,
+)
+# 0.82^6 ≈ 0.30: about 30% of images have no finding at all.
+DEFAULT_FINDING_PROBABILITY = 0.18
+
+
+@dataclass
+class SyntheticConfig:
+    image_size: int = 256
+    finding_probability: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(FINDINGS, DEFAULT_FINDING_PROBABILITY)
+    )
+    split: tuple[float, float] = (0.8, 0.1)  # train, validate; the rest is test
+
+    def __post_init__(self) -> None:
+        unknown = set(self.finding_probability) - set(FINDINGS)
+        if unknown:
+            raise ValueError(f"no synthetic rendering for {', '.join(sorted(unknown))}; choose from {FINDINGS}")
+        if self.image_size < 32:
+            raise ValueError("image_size must be at least 32")
+
+
+# --- anatomy and findings -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """Patient and exposure. Coordinates are in [-1, 1], x to the image right, y down."""
+
+    body_width: float  # half-width of the torso
+    lung_top: float
+    diaphragm: float  # lateral height of the right hemidiaphragm
+    heart_ratio: float  # cardiothoracic ratio: heart width / inner thorax width
+    rotation: float  # radians
+    shift: tuple[float, float]
+    zoom: float
+    rib_spacing: float
+    rib_phase: float
+    brightness: float
+    contrast: float
+    gamma: float
+    noise: float
+    texture_seed: int
+
+    @property
+    def lung_center(self) -> float:
+        return 0.40 * self.body_width
+
+    @property
+    def lung_half_width(self) -> float:
+        return 0.33 * self.body_width
+
+    @property
+    def thorax_half_width(self) -> float:
+        return self.lung_center + self.lung_half_width
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One drawn finding. `side` is in image terms: -1 image left (patient's right), +1 image right, 0 both."""
+
+    name: str
+    side: int = 0
+    position: tuple[float, float] = (0.0, 0.0)  # lung-relative (x 0 medial → 1 lateral, y 0 top → 1 base)
+    size: float = 0.0
+    severity: float = 0.0
+    kind: int = 0  # device: 0 endotracheal tube, 1 nasogastric tube, 2 central line
+
+
+@dataclass(frozen=True)
+class SyntheticCase:
+    anatomy: Anatomy
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def present(self) -> set[str]:
+        return {finding.name for finding in self.findings}
+
+
+def _uniform(rng: np.random.Generator):
+    return lambda low, high: float(rng.uniform(low, high))
+
+
+def sample_anatomy(rng: np.random.Generator, cardiomegaly: bool = False) -> Anatomy:
+    # Python floats, not NumPy float64 scalars: those would promote every float32 image array to float64.
+    uniform = _uniform(rng)
+    return Anatomy(
+        body_width=uniform(0.78, 0.95),
+        lung_top=uniform(-0.8, -0.66),
+        diaphragm=uniform(0.52, 0.68),
+        heart_ratio=uniform(0.56, 0.68) if cardiomegaly else uniform(0.38, 0.48),
+        rotation=uniform(-0.07, 0.07),
+        shift=(uniform(-0.05, 0.05), uniform(-0.04, 0.06)),
+        zoom=uniform(0.92, 1.06),
+        rib_spacing=uniform(0.15, 0.19),
+        rib_phase=uniform(0, 2 * np.pi),
+        brightness=uniform(-0.06, 0.06),
+        contrast=uniform(0.85, 1.15),
+        gamma=uniform(0.8, 1.25),
+        noise=uniform(0.01, 0.035),
+        texture_seed=int(rng.integers(2**31)),
+    )
+
+
+def sample_finding(rng: np.random.Generator, name: str, side: int | None = None) -> Finding:
+    """A finding's geometry; `side` None draws one (bilateral for a third of effusions)."""
+    if side is None:
+        side = 0 if name == "Pleural Effusion" and rng.random() < 0.33 else int(rng.choice((-1, 1)))
+    uniform = _uniform(rng)
+    if name in ("Lung Opacity", "Consolidation") and side == 0:
+        side = int(rng.choice((-1, 1)))  # one patch per image: draw it in one lung
+    return Finding(
+        name=name,
+        side=side,
+        position=(uniform(0.2, 0.8), uniform(0.25, 0.8)),
+        size=uniform(0.0, 1.0),
+        severity=uniform(0.0, 1.0),
+        kind=int(rng.integers(3)),
+    )
+
+
+# --- rendering --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    axis = ((np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1).astype(np.float32)
+    return np.meshgrid(axis, axis)  # (x, y), each (size, size)
+
+
+def _ramp(distance: np.ndarray, width: float) -> np.ndarray:
+    """0 → 1 across `width` around distance 0: a soft edge that costs one clip."""
+    return np.clip(distance / width + 0.5, 0.0, 1.0)
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Zero-mean noise correlated over size/cells pixels: a small random grid, bilinearly enlarged."""
+    small = rng.standard_normal((cells, cells)).astype(np.float32)
+    return np.asarray(Image.fromarray(small, mode="F").resize((size, size), Image.Resampling.BILINEAR))
+
+
+@functools.lru_cache(maxsize=4)
+def _noise_tile(size: int) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((2 * size, 2 * size), dtype=np.float32)
+
+
+def _pixel_noise(rng: np.random.Generator, size: int) -> np.ndarray:
+    """White noise: a random window of a fixed tile, ten times cheaper than drawing 65k normals per image."""
+    row, col = rng.integers(size, size=2)
+    return _noise_tile(size)[row : row + size, col : col + size]
+
+
+def _curve_x(v: np.ndarray, x0: float, v0: float, slope: float, bend: float) -> np.ndarray:
+    """x position of a tube running down the film, x = x0 + slope·(y-y0) + bend·(y-y0)²."""
+    dv = v - v0
+    return x0 + slope * dv + bend * dv * dv
+
+
+def heart_center(anatomy: Anatomy) -> tuple[float, float]:
+    """Unrotated (x, y) of the cardiac silhouette's widest row: left of the midline (image right), above the domes."""
+    return 0.1 * anatomy.body_width, anatomy.diaphragm - 0.2
+
+
+def _device(u: np.ndarray, v: np.ndarray, finding: Finding, anatomy: Anatomy, width: float) -> np.ndarray:
+    hx, hy = heart_center(anatomy)
+    if finding.kind == 2:  # central line: from the subclavian region across, then down into the SVC
+        side = finding.side or -1
+        start_x = side * (0.35 + 0.25 * finding.size) * anatomy.body_width
+        entry_v = -0.55 + 0.08 * finding.severity
+        across_v = entry_v + 0.12 * (u * side - start_x * side) ** 2
+        x_min, x_max = sorted((start_x, side * 0.04))
+        across = _ramp(width - np.abs(v - across_v), width * 0.6) * ((u > x_min) & (u < x_max))
+        tip = hy - 0.3 + 0.15 * finding.position[1]
+        down = _ramp(width - np.abs(u - side * 0.04), width * 0.6) * ((v > entry_v) & (v < tip))
+        return np.maximum(across, down)
+    tip = -0.15 + 0.1 * finding.position[1] if finding.kind == 0 else 0.95
+    bend = 0.0 if finding.kind == 0 else 0.12  # the nasogastric tube veers to the stomach (image right)
+    x = _curve_x(v, hx * 0.1 + 0.02 * (finding.position[0] - 0.5), -1.0, 0.01, bend)
+    tube = _ramp(width * 1.4 - np.abs(u - x), width * 0.6) * (v < tip)
+    return tube
+
+
+def render_case(case: SyntheticCase, size: int = 256) -> np.ndarray:
+    """The case as a (size, size) uint8 image. Deterministic: the case holds its own texture seed.
+
+    The film is drawn at half resolution and enlarged bilinearly (four times fewer pixels to compute:
+    anatomy and findings are smooth at that scale); quantum noise is added at full resolution.
+    """
+    an = case.anatomy
+    rng = np.random.default_rng(an.texture_seed)
+    size, out_size = max(32, size // 2), size
+    x, y = _grid(size)
+    cos, sin = math.cos(an.rotation), math.sin(an.rotation)
+    xs, ys = x - an.shift[0], y - an.shift[1]
+    u = (cos * xs + sin * ys) / an.zoom
+    v = (-sin * xs + cos * ys) / an.zoom
+    edge = 2.5 / size  # one to two pixels of soft edge at any size
+
+    # Trunk narrowing towards the neck and the waist, shoulders widening it at the top.
+    half_width = an.body_width * (1 - 0.15 * (v - 0.1) ** 2) + 0.12 * _ramp(-0.72 - v, 0.15)
+    torso = _ramp(half_width - np.abs(u), 0.05)
+    cx, a = an.lung_center, an.lung_half_width
+    cy = 0.05
+    b = cy - an.lung_top
+    hx, hy = heart_center(an)
+    hw, hh = an.heart_ratio * an.thorax_half_width, 0.27
+
+    air = np.zeros_like(u)
+    hyperlucent = np.zeros_like(u)
+    pleural_lines = np.zeros_like(u)
+    lungs_ellipse = []
+    for side in (-1, 1):
+        dx = (u - side * cx) / a
+        ellipse = 1 - dx * dx - ((v - cy) / b) ** 2
+        dome = an.diaphragm + (0.03 if side > 0 else 0.0) - 0.10 * (1 - dx * dx)
+        lung = _ramp(ellipse, 0.05) * _ramp(dome - v, edge * 2)
+        lungs_ellipse.append((side, dx, ellipse, lung))
+        air = np.maximum(air, lung)
+
+    heart = _ramp(1 - ((u - hx) / hw) ** 2 - ((v - hy) / hh) ** 2, 0.12)
+    mediastinum = _ramp(0.085 + 0.03 * _ramp(v + 0.3, 0.1) - np.abs(u - 0.01), 0.03) * (v < an.diaphragm)
+    air = air * (1 - heart) * (1 - mediastinum)
+
+    lesions = np.zeros_like(u)
+    for finding in case.findings:
+        for side, dx, ellipse, lung in lungs_ellipse:
+            if finding.side not in (0, side):
+                continue
+            lateral = np.clip(dx * side, 0, 1)  # 0 at the lung's center, 1 at the chest wall
+            if finding.name == "Pleural Effusion":
+                level = an.diaphragm - 0.12 - 0.25 * finding.size - 0.15 * lateral
+                fluid = _ramp(v - level, 0.04) * _ramp(ellipse + 0.3, 0.05)
+                air = air * (1 - fluid)
+            elif finding.name == "Pneumothorax":
+                k = 0.72 + 0.16 * finding.size
+                inner = (
+                    1
+                    - ((u - side * (cx - 0.6 * a * (1 - k))) / (a * k)) ** 2
+                    - ((v - cy - 0.7 * b * (1 - k)) / (b * k)) ** 2
+                )
+                rim = _ramp(-inner, 0.01) * lung
+                hyperlucent = np.maximum(hyperlucent, rim)
+                pleural_lines = np.maximum(pleural_lines, _ramp(0.03 - np.abs(inner), 0.02) * lung)
+            elif finding.name in ("Lung Opacity", "Consolidation"):
+                px = side * (cx + a * (finding.position[0] - 0.5) * 1.2)
+                py = an.lung_top + 0.15 + (an.diaphragm - an.lung_top - 0.3) * finding.position[1]
+                dense = finding.name == "Consolidation"
+                radius = (0.11 + 0.09 * finding.size) if dense else (0.13 + 0.1 * finding.size)
+                blob = np.exp(-((u - px) ** 2 + ((v - py) * 1.2) ** 2) / (2 * radius * radius))
+                blob *= 1 + 0.35 * _smooth_noise(rng, size, 12)  # irregular margins
+                if dense:
+                    blob = _ramp(blob - 0.5, 0.15)
+                strength = (0.85 + 0.15 * finding.severity) if dense else (0.35 + 0.2 * finding.severity)
+                lesions = np.maximum(lesions, np.clip(blob, 0, 1) * strength * lung)
+
+    # Vessels: ridges of smooth noise, denser towards the hila; gone where the lung has collapsed.
+    ridges = 1 - np.abs(_smooth_noise(rng, size, 22) + 0.5 * _smooth_noise(rng, size, 40))
+    ridges = np.clip(ridges, 0, 1)
+    ridges *= ridges
+    hila = np.exp(-(((np.abs(u) - 0.2) / 0.35) ** 2) - ((v - 0.05) / 0.5) ** 2)
+    vessels = ridges * ridges * (0.02 + 0.12 * hila) * air * (1 - hyperlucent)
+
+    spine = _ramp(0.07 - np.abs(u), 0.02) * torso
+    thorax = _ramp(1 - (u / (an.thorax_half_width + 0.06)) ** 2 - ((v + 0.05) / (an.diaphragm + 0.2)) ** 2, 0.1)
+    # Posterior ribs: rising from the spine, curving down towards the chest wall.
+    phase = 2 * np.pi * (v - 0.55 * np.abs(u) + 0.9 * u * u) / an.rib_spacing + an.rib_phase
+    ribs = np.clip((np.cos(phase) - 0.35) * 2.5, 0, 1) * thorax * (np.abs(u) > 0.06)
+    clavicle_v = -0.62 - 0.2 * np.abs(u) + 0.35 * u * u
+    clavicles = _ramp(0.03 - np.abs(v - clavicle_v), 0.02) * ((np.abs(u) > 0.08) & (np.abs(u) < 0.65))
+
+    image = 0.04 + 0.52 * torso - 0.36 * air * (1 - lesions) - 0.1 * hyperlucent * air
+    image += vessels * (1 - lesions) + 0.1 * spine + 0.07 * ribs + 0.12 * clavicles + 0.12 * pleural_lines
+    for finding in case.findings:
+        if finding.name == SUPPORT_DEVICES:
+            image += 0.35 * _device(u, v, finding, an, edge)
+    image = (image - 0.3) * an.contrast + 0.3 + an.brightness + 0.04 * _smooth_noise(rng, size, 4)
+    if out_size != size:
+        image = np.asarray(
+            Image.fromarray(image.astype(np.float32, copy=False), mode="F").resize(
+                (out_size, out_size), Image.Resampling.BILINEAR
+            )
+        )
+    image = image + an.noise * _pixel_noise(rng, out_size)
+    pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    return _gamma_table(round(an.gamma, 2))[pixels]
+
+
+@functools.lru_cache(maxsize=64)
+def _gamma_table(gamma: float) -> np.ndarray:
+    return (255 * (np.arange(256) / 255) ** gamma).round().astype(np.uint8)
+
+
+# --- reports ----------------------------------------------------------------------------------------------
+
+_SENTENCE = re.compile(r"(?<=\.)\s+(?=[A-Z0-9])")
+# Report order: devices, heart, lungs, pleura, then anything else.
+_ORDER = {SUPPORT_DEVICES: 0, "Cardiomegaly": 1, "Enlarged Cardiomediastinum": 1, "Pleural Effusion": 3}
+_ORDER.update({"Pneumothorax": 4, "Fracture": 5})
+
+
+@dataclass(frozen=True)
+class Sentence:
+    text: str
+    positive: frozenset[str]
+    negative: frozenset[str]
+
+    @property
+    def order(self) -> int:
+        return min((_ORDER.get(name, 2) for name in self.positive | self.negative), default=2)
+
+    @property
+    def side(self) -> int | None:
+        """Image side the sentence speaks of: patient's right is the image left (-1); 0 both, None unknown."""
+        words = set(re.findall(r"[a-z]+", self.text.lower()))
+        if words & {"bilateral", "bilaterally", "bibasilar", "bibasal", "biapical", "both"}:
+            return 0
+        right, left = "right" in words, "left" in words
+        if right and left:
+            return 0
+        return -1 if right else (1 if left else None)
+
+
+class SentenceBank:
+    """Real report sentences sorted by what the labeler reads in them."""
+
+    def __init__(self, sentences: Iterable[Sentence]):
+        self.positive: dict[str, list[Sentence]] = {name: [] for name in FINDINGS}
+        self.negating: dict[str, list[Sentence]] = {name: [] for name in FINDINGS}
+        self.normal: list[Sentence] = []
+        for sentence in sentences:
+            if len(sentence.positive) == 1 and (name := next(iter(sentence.positive))) in self.positive:
+                self.positive[name].append(sentence)
+            elif not sentence.positive:
+                self.normal.append(sentence)
+                for name in sentence.negative & set(FINDINGS):
+                    self.negating[name].append(sentence)
+        empty = [name for name in FINDINGS if not self.positive[name]]
+        if empty or not self.normal:
+            raise ValueError(
+                f"the report sentences hold no usable sentence for {', '.join(empty) or 'normal findings'}"
+            )
+
+    @classmethod
+    def from_reports(cls, reports: Iterable[str]) -> SentenceBank:
+        labeler = RuleBasedLabeler()
+        texts = sorted({s.strip() for report in reports for s in _SENTENCE.split(report) if _usable(s.strip())})
+        sentences = []
+        for text in texts:
+            labels = labeler.label_report(text)
+            if any(value == -1 for value in labels.values()):
+                continue  # hedged sentences would make the label uncertain
+            positive = frozenset(n for n, value in labels.items() if value == 1 and n != NO_FINDING)
+            # A sentence is normal only if the labeler sees no abnormality at all, outside the 14 included.
+            if not positive and labels[NO_FINDING] != 1:
+                continue
+            if positive == {SUPPORT_DEVICES} and labels[NO_FINDING] != 1:
+                continue
+            negative = frozenset(n for n, value in labels.items() if value == 0)
+            sentences.append(Sentence(text, positive, negative))
+        return cls(sentences)
+
+    @classmethod
+    def from_iu(cls, path: str | Path | None = None) -> SentenceBank:
+        """From the IU X-ray findings and impressions (torchxrayvision's copy by default)."""
+        return _iu_bank(str(path) if path is not None else None)
+
+
+@functools.lru_cache(maxsize=2)
+def _iu_bank(path: str | None) -> SentenceBank:
+    reports = iter_iu_reports(path)
+    return SentenceBank.from_reports(text for report in reports for text in (report.findings, report.impression))
+
+
+def _usable(text: str) -> bool:
+    words = text.split()
+    # "XXXX" marks anonymised words in IU X-ray; fragments and headings ("2 images.") carry no statement.
+    return 3 <= len(words) <= 30 and text[0].isupper() and text.endswith(".") and "xxxx" not in text.lower()
+
+
+def _pick(rng: np.random.Generator, candidates: list[Sentence], present: set[str], tries: int = 30) -> Sentence | None:
+    """A random candidate that negates none of the present findings."""
+    for _ in range(tries):
+        sentence = candidates[int(rng.integers(len(candidates)))]
+        if not sentence.negative & present:
+            return sentence
+    return None
+
+
+def write_report(
+    rng: np.random.Generator, bank: SentenceBank, present: Iterable[str]
+) -> tuple[str, dict[str, Sentence], set[str]]:
+    """(report, the sentence stating each present finding, absent findings the report negates)."""
+    present = set(present)
+    chosen: dict[str, Sentence] = {}
+    sentences: list[Sentence] = []
+    for name in FINDINGS:
+        if name in present:
+            sentence = _pick(rng, bank.positive[name], present)
+            if sentence is None:
+                raise ValueError(f"no sentence states {name} without negating another present finding")
+            chosen[name] = sentence
+            sentences.append(sentence)
+    negated: set[str] = set()
+    for name in FINDINGS:
+        if name in present or name in negated or name == SUPPORT_DEVICES or not bank.negating[name]:
+            continue
+        sentence = _pick(rng, bank.negating[name], present)
+        if sentence is not None and sentence not in sentences:
+            sentences.append(sentence)
+            negated |= sentence.negative
+    for _ in range(int(rng.integers(0, 3))):  # a few more normal statements (bones, mediastinum, ...)
+        sentence = _pick(rng, bank.normal, present)
+        if sentence is not None and sentence not in sentences:
+            sentences.append(sentence)
+            negated |= sentence.negative
+    order = rng.permutation(len(sentences))  # shuffle, then keep report order between topics
+    sentences = sorted((sentences[i] for i in order), key=lambda s: s.order)
+    return " ".join(s.text for s in sentences), chosen, negated & set(FINDINGS) - present
+
+
+def case_labels(present: set[str], negated: set[str]) -> dict[str, int | None]:
+    """Ground truth: drawn findings 1, findings the report negates 0, No Finding as CheXpert sets it."""
+    labels: dict[str, int | None] = dict.fromkeys(CHEXPERT_LABELS)
+    for name in negated:
+        labels[name] = 0
+    for name in present:
+        labels[name] = 1
+    if not present - {SUPPORT_DEVICES}:
+        labels[NO_FINDING] = 1
+    return labels
+
+
+# --- the data set -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SyntheticSample:
+    id: str
+    pixels: np.ndarray
+    report: str
+    labels: dict[str, int | None]
+    split: str
+    case: SyntheticCase
+
+
+def generate_sample(index: int, seed: int, config: SyntheticConfig, bank: SentenceBank) -> SyntheticSample:
+    """Sample `index` of the data set `seed`: its own random stream, so any subset is reproducible alone."""
+    rng = np.random.default_rng([seed, index])
+    present = {name for name in FINDINGS if rng.random() < config.finding_probability.get(name, 0.0)}
+    report, chosen, negated = write_report(rng, bank, present)
+    anatomy = sample_anatomy(rng, cardiomegaly="Cardiomegaly" in present)
+    # Findings go on the side their sentence names ("small left pleural effusion").
+    findings = tuple(sample_finding(rng, name, chosen[name].side) for name in FINDINGS if name in present)
+    case = SyntheticCase(anatomy, findings)
+    draw = rng.random()
+    train, validate = config.split
+    split = "train" if draw < train else ("validate" if draw < train + validate else "test")
+    return SyntheticSample(
+        id=f"synth-{index:06d}",
+        pixels=render_case(case, config.image_size),
+        report=report,
+        labels=case_labels(present, negated),
+        split=split,
+        case=case,
+    )
+
+
+def iter_samples(
+    count: int, seed: int = 0, config: SyntheticConfig | None = None, bank: SentenceBank | None = None
+) -> Iterator[SyntheticSample]:
+    config = config or SyntheticConfig()
+    bank = bank or SentenceBank.from_iu()
+    for index in range(count):
+        yield generate_sample(index, seed, config, bank)
+
+
+def make_synthetic_dataset(
+    out_dir: str | Path, count: int, seed: int = 0, config: SyntheticConfig | None = None
+) -> Path:
+    """Write `images/*.png` and `manifest.jsonl` (split train/validate/test) under `out_dir`; returns the manifest."""
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+
+    def records() -> Iterator[ManifestRecord]:
+        samples = iter_samples(count, seed, config)
+        for sample in tqdm(samples, total=count, desc="synthetic", unit="image", disable=None):
+            image = f"images/{sample.id}.png"
+            # Low compression: PNG deflate would otherwise cost more than drawing the image.
+            Image.fromarray(sample.pixels, mode="L").save(out_dir / image, compress_level=1)
+            yield ManifestRecord(sample.id, image, sample.report, labels=sample.labels, split=sample.split)
+
+    manifest = out_dir / "manifest.jsonl"
+    write_manifest(records(), manifest)
+    return manifest
