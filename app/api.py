@@ -50,6 +50,7 @@ class StudyCreated(BaseModel):
     )
     positive_findings: list[str] = Field(examples=[["Cardiomegaly"]])
     model: str = Field(examples=["preset:mini"])
+    model_name: str = Field(description="which model answers (its configured name)", examples=["radialog-v1-report"])
     created_at: str = Field(examples=["2025-01-31T09:30:00+00:00"])
 
 
@@ -110,6 +111,9 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     model: str = Field(examples=["preset:mini"])
+    model_name: str | None = Field(
+        default=None, description="the loaded model's configured name; null while loading", examples=["r2gengpt"]
+    )
     demo_weights: bool = Field(description="true for presets: not a trained checkpoint, not for clinical use")
     detail: str | None = None
 
@@ -185,7 +189,9 @@ def _health_router(worker: ModelWorker) -> APIRouter:
         responses={503: {"model": Readiness, "description": "the model is still loading or failed"}},
     )
     def readyz() -> Response:
-        body = Readiness(ready=worker.ready, model=worker.model_id, demo_weights=worker.is_demo)
+        body = Readiness(
+            ready=worker.ready, model=worker.model_id, model_name=worker.model_name, demo_weights=worker.is_demo
+        )
         if not worker.ready:
             try:
                 worker.model  # noqa: B018 — its error says whether it is loading or failed
@@ -283,6 +289,7 @@ def _study_created(session: Session, worker: ModelWorker) -> StudyCreated:
         findings={label: None if math.isnan(p) else round(p, 4) for label, p in session.findings.items()},
         positive_findings=session.positive,
         model=worker.model_id,
+        model_name=session.model.config.name,
         created_at=session.created_at,
     )
 

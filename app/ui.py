@@ -35,12 +35,14 @@ Chat = list[dict[str, str]]
 
 
 def banner_text(worker: ModelWorker) -> str:
+    # Which model answers (RaDialog, R2GenGPT, ...) once it is loaded, and where its weights came from.
+    source = f"{worker.model_name}, {worker.model_id}" if worker.model_name else worker.model_id
     if worker.is_demo:
         return (
-            f"**Demo weights ({worker.model_id}): not for clinical use.** No trained checkpoint was found, so "
+            f"**Demo weights ({source}): not for clinical use.** No trained checkpoint was found, so "
             "findings and reports come from an untrained or partly trained demo model and mean nothing."
         )
-    return f"**Research prototype ({worker.model_id}): not for clinical use.** Every report is a draft to verify."
+    return f"**Research prototype ({source}): not for clinical use.** Every report is a draft to verify."
 
 
 def findings_table(session: Session | None) -> list[list[Any]]:
@@ -63,7 +65,8 @@ def build_ui(worker: ModelWorker) -> gr.Blocks:
     with gr.Blocks(title="RaDialog") as blocks:
         session_state = gr.State(None, time_to_live=SESSION_TTL_S)
         gr.Markdown("# RaDialog: chest X-ray report assistant")
-        gr.Markdown(banner_text(worker), elem_classes="radialog-banner", elem_id="banner")
+        banner = gr.Markdown(banner_text(worker), elem_classes="radialog-banner", elem_id="banner")
+        blocks.load(lambda: banner_text(worker), None, banner)  # the model may have loaded since start-up
         with gr.Row():
             with gr.Column(scale=2):
                 upload = gr.File(label="Chest X-ray (PNG, JPEG or DICOM)", file_types=UPLOAD_TYPES, elem_id="upload")

@@ -86,6 +86,11 @@ class ModelWorker:
         return self.source.label
 
     @property
+    def model_name(self) -> str | None:
+        """The loaded model's configured name (e.g. radialog-v1-report, r2gengpt); None until it is loaded."""
+        return self._model.config.name if self._model is not None else None
+
+    @property
     def is_demo(self) -> bool:
         """Presets are demo weights (random or only partly pretrained); only checkpoints are real."""
         return self.source.checkpoint is None

@@ -1,13 +1,13 @@
 """The conversation engine: one `Session` per study, independent of any UI or server.
 
-A session encodes its image once (32 image embeddings plus the predicted findings) and then runs
+A session encodes its image once (the image embeddings plus any predicted findings) and then runs
 tasks on it, each with RaDialog's prompt wording: generate the report, correct it, answer a question,
 explain it in plain language, summarize it, or chat freely.
 
 What the model sees (the context rule)
 --------------------------------------
     system prompt
-    anchor turn:   the first user turn, which carries the 32 `<IMG>` positions and the predicted
+    anchor turn:   the first user turn, which carries the `<IMG>` positions and the predicted
                    findings, and its answer. Once a report exists this is the report instruction
                    answered by the *current* report.
     context turns: the turns since the report last changed, oldest first
@@ -33,13 +33,7 @@ from enum import StrEnum
 from radialog.errors import InputError
 from radialog.imaging import XRay
 from radialog.model.modeling import EncodedImage, RaDialogModel
-from radialog.prompts import (
-    Conversation,
-    build_correction_prompt,
-    build_finding_question,
-    build_report_prompt,
-    image_placeholders,
-)
+from radialog.prompts import Conversation, build_correction_prompt, build_finding_question
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +79,7 @@ class PendingTurn:
     conversation: Conversation
     max_new_tokens: int
     dropped_turns: int  # context turns left out to fit the LLM context
+    min_new_tokens: int = 0
 
 
 def _now() -> str:
@@ -175,9 +170,11 @@ class Session:
             raise InputError(f"'{task}' needs a report: generate one first")
         settings = self.model.config.generation
         if task is Task.REPORT:
-            return self._fit(
+            pending = self._fit(
                 task, "Generate report", self._report_prompt(), settings.report_max_new_tokens, with_history=False
             )
+            pending.min_new_tokens = settings.report_min_new_tokens
+            return pending
         if task is Task.CORRECT:
             if remove or add:
                 prompt = build_correction_prompt(remove=list(remove), add=list(add))
@@ -206,7 +203,11 @@ class Session:
         If the consumer stops early (a client went away), the generation is still drained to its end
         before this returns, so the caller's model lock never releases while a generation is running.
         """
-        stream = self.model.stream_generate(pending.conversation, self.encoded.image_embeds, pending.max_new_tokens)
+        # A minimum length is a report-task setting (R2GenGPT's 80 tokens); other turns use the plain call.
+        minimum = {"min_new_tokens": pending.min_new_tokens} if pending.min_new_tokens else {}
+        stream = self.model.stream_generate(
+            pending.conversation, self.encoded.image_embeds, pending.max_new_tokens, **minimum
+        )
         pieces: list[str] = []
         try:
             for piece in stream:
@@ -227,13 +228,10 @@ class Session:
 
     # ------------------------------------------------------------------ internals
     def _report_prompt(self) -> str:
-        return build_report_prompt(self.encoded.findings_text, self.model.config.alignment.num_query_tokens)
+        return self.model.report_prompt(self.encoded.findings_text)
 
     def _image_prefix(self) -> str:
-        # The report prompt's image-and-findings sentence, so the model reads the image the same way.
-        num_tokens = self.model.config.alignment.num_query_tokens
-        findings = self.encoded.findings_text
-        return f"Image information: {image_placeholders(num_tokens)}. Predicted Findings: {findings}. "
+        return self.model.image_prefix(self.encoded)
 
     def _fit(self, task: Task, user: str, prompt: str, max_new_tokens: int, with_history: bool = True) -> PendingTurn:
         """The conversation for `prompt`, dropping the oldest context turns until it fits the context."""

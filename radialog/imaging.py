@@ -4,6 +4,8 @@ RaDialog was trained on images min-max scaled to uint8 and converted to grayscal
 resized (shorter side 512), center-cropped (448; 488 for the findings classifier), converted
 to a [0, 1] tensor and repeated to three channels, with no mean/std normalisation. The
 functions here reproduce exactly that, so released weights see the inputs they were trained on.
+R2GenGPT's Swin instead reads Hugging Face's ViT image processor output: squashed to 224 × 224 (bicubic,
+no crop) and normalised with the ImageNet mean and std; `ImageProcessorConfig` can say either.
 """
 
 from __future__ import annotations
@@ -28,12 +30,28 @@ MAX_PIXELS = 50_000_000
 DICOM_MAGIC_OFFSET = 128
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 @dataclass(frozen=True)
 class ImageProcessorConfig:
-    """Geometry of the model input: shorter side resized to `resize`, then a centered `crop` square."""
+    """Geometry of the model input: shorter side resized to `resize`, then a centered `crop` square.
+
+    `square` resizes straight to `resize` × `resize` instead (aspect ratio not kept, no crop), as the
+    ViT/Swin image processors do; `mean`/`std`, when set, normalise each channel after scaling to [0, 1].
+    """
 
     resize: int = 512
     crop: int = 448
+    square: bool = False
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("set both `mean` and `std` for normalisation, or neither")
 
 
 @dataclass
@@ -158,7 +176,15 @@ def load_xray(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> XRay:
 
 
 def preprocess(image: Image.Image, config: ImageProcessorConfig) -> torch.Tensor:
-    """Grayscale PIL image → (3, crop, crop) float tensor in [0, 1], RaDialog's training transform."""
-    image = TF.resize(image.convert("L"), config.resize)
-    image = TF.center_crop(image, config.crop)
-    return TF.to_tensor(image).expand(3, -1, -1).contiguous()
+    """Grayscale PIL image → (3, S, S) float tensor: RaDialog's training transform by default ([0, 1] values)."""
+    image = image.convert("L")
+    interpolation = TF.InterpolationMode(config.interpolation)
+    if config.square:
+        image = TF.resize(image, [config.resize, config.resize], interpolation=interpolation)
+    else:
+        image = TF.center_crop(TF.resize(image, config.resize, interpolation=interpolation), config.crop)
+    # A gray image repeated to RGB equals the RGB conversion R2GenGPT feeds its processor.
+    pixels = TF.to_tensor(image).expand(3, -1, -1)
+    if config.mean is not None:
+        pixels = TF.normalize(pixels, config.mean, config.std)
+    return pixels.contiguous()

@@ -1,7 +1,8 @@
-"""RaDialog's prompt wording and conversation formats.
+"""RaDialog's (and R2GenGPT's) prompt wording and conversation formats.
 
 The system prompt, the report instruction and the correction/QA prompts are RaDialog's training
-wording, word for word: the released LoRA adapter answers best to exactly these strings.
+wording, word for word: the released LoRA adapter answers best to exactly these strings. R2GenGPT's
+instruction and Human/Assistant frame are likewise its training prompt, word for word.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ REPORT_INSTRUCTION = (
 )
 
 NO_FINDINGS_TEXT = "no common findings"
+
+R2GENGPT_INSTRUCTION = "Generate a comprehensive and detailed diagnosis report for this chest xray image."
+HUMAN, AI = "Human", "Assistant"
 
 
 def format_findings(positive_labels: Iterable[str]) -> str:
@@ -51,6 +55,20 @@ def build_report_prompt(findings_text: str, num_image_tokens: int = NUM_IMAGE_TO
         f"Image information: {image_placeholders(num_image_tokens)}. "
         f"Predicted Findings: {findings_text}. {REPORT_INSTRUCTION}"
     )
+
+
+def build_image_prefix(findings_text: str, num_image_tokens: int = NUM_IMAGE_TOKENS) -> str:
+    """RaDialog's image-and-findings sentence, to open a first message that is not the report instruction."""
+    return f"Image information: {image_placeholders(num_image_tokens)}. Predicted Findings: {findings_text}. "
+
+
+def build_r2gengpt_image_prefix(num_image_tokens: int) -> str:
+    """R2GenGPT wraps the image embeddings in `<Img>…</Img>`; it predicts no findings."""
+    return f"<Img>{image_placeholders(num_image_tokens)}</Img> "
+
+
+def build_r2gengpt_report_prompt(num_image_tokens: int) -> str:
+    return build_r2gengpt_image_prefix(num_image_tokens) + R2GENGPT_INSTRUCTION
 
 
 def build_correction_prompt(remove: Sequence[str] = (), add: Sequence[str] = ()) -> str:
@@ -101,6 +119,21 @@ class Conversation:
                 text += f"{role}: {message} "
             else:
                 text += f"{role}: {message}{eos}"
+        return text
+
+    def render_r2gengpt(self, eos: str = "</s>") -> str:
+        """R2GenGPT: `Human: {msg} \\nAssistant: {reply}</s>`, open with `\\nAssistant:`; no system prompt.
+
+        R2GenGPT itself is single-turn (one report per image); follow-up turns repeat the same frame so
+        the chat tasks still work, though it was never trained on them. Its answer is a separate text
+        after `Assistant:`, hence the space before each reply.
+        """
+        text = ""
+        for role, message in self.messages:
+            if role == USER:
+                text += f"{HUMAN}: {message} \n{AI}:"
+            elif message is not None:
+                text += f" {message}{eos}"
         return text
 
     def as_chat_messages(self) -> list[dict[str, str]]:

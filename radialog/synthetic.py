@@ -23,6 +23,7 @@ import functools
 import logging
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,9 @@ class SyntheticConfig:
         default_factory=lambda: dict.fromkeys(FINDINGS, DEFAULT_FINDING_PROBABILITY)
     )
     split: tuple[float, float] = (0.8, 0.1)  # train, validate; the rest is test
+    # Keep only the N most frequent phrasings per finding (and per normal statement): a small,
+    # fixed report vocabulary that a small model can learn in minutes. None: every usable sentence.
+    sentences_per_finding: int | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.finding_probability) - set(FINDINGS)
@@ -391,7 +395,8 @@ class SentenceBank:
     @classmethod
     def from_reports(cls, reports: Iterable[str]) -> SentenceBank:
         labeler = RuleBasedLabeler()
-        texts = sorted({s.strip() for report in reports for s in _SENTENCE.split(report) if _usable(s.strip())})
+        counts = Counter(s.strip() for report in reports for s in _SENTENCE.split(report) if _usable(s.strip()))
+        texts = sorted(counts, key=lambda text: (-counts[text], text))  # most frequent phrasing first
         sentences = []
         for text in texts:
             labels = labeler.label_report(text)
@@ -406,6 +411,13 @@ class SentenceBank:
             negative = frozenset(n for n, value in labels.items() if value == 0)
             sentences.append(Sentence(text, positive, negative))
         return cls(sentences)
+
+    def restricted(self, per_list: int) -> SentenceBank:
+        """The `per_list` most frequent sentences of each finding (stating, negating) and of the normal ones."""
+        kept = [*self.normal[:per_list]]
+        for name in FINDINGS:
+            kept += self.positive[name][:per_list] + self.negating[name][:per_list]
+        return SentenceBank(dict.fromkeys(kept))
 
     @classmethod
     def from_iu(cls, path: str | Path | None = None) -> SentenceBank:
@@ -518,6 +530,8 @@ def iter_samples(
 ) -> Iterator[SyntheticSample]:
     config = config or SyntheticConfig()
     bank = bank or SentenceBank.from_iu()
+    if config.sentences_per_finding is not None:
+        bank = bank.restricted(config.sentences_per_finding)
     for index in range(count):
         yield generate_sample(index, seed, config, bank)
 

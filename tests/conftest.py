@@ -40,3 +40,19 @@ def mini_model():
 
     torch.manual_seed(0)
     return RaDialogModel.from_config(get_preset("mini"), device="cpu")
+
+
+_LEARNING_RESULTS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def learning_results() -> dict[str, float]:
+    """Numbers the learning checks report; printed in the run's summary, pass or fail."""
+    return _LEARNING_RESULTS
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _LEARNING_RESULTS:
+        terminalreporter.section("learning checks")
+        for name, value in _LEARNING_RESULTS.items():
+            terminalreporter.write_line(f"{name}: {value:.3f}")

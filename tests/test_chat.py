@@ -116,7 +116,7 @@ def test_empty_message_is_refused(session, text):
 
 def test_history_drops_oldest_turns_first_and_keeps_the_report(session):
     report = session.ask(Task.REPORT)
-    long_message = "word " * 20  # about 100 tokens with the tiny byte-level tokenizer
+    long_message = "word " * 100  # about 100 tokens with the tiny word-piece tokenizer
     for i in range(12):
         pending = session.prepare(Task.CHAT, f"question {i}: {long_message}")
         "".join(session.run(pending))
@@ -137,7 +137,7 @@ def test_history_drops_oldest_turns_first_and_keeps_the_report(session):
 
 def test_message_longer_than_the_context_is_refused(session):
     with pytest.raises(InputError, match=r"context|characters"):
-        session.prepare(Task.CHAT, "word " * 700)
+        session.prepare(Task.CHAT, "word " * 1500)
 
 
 def test_a_closed_stream_still_finishes_and_records(session):

@@ -161,7 +161,8 @@ def test_converted_checkpoint_loads_strictly_and_matches_the_reference(release, 
 
     converted = RaDialogModel.from_pretrained(tmp_path / "ckpt", device="cpu")
     torch.manual_seed(3)
-    pixels = torch.rand(2, 3, 224, 224)
+    size = reference.config.image_encoder.image_size
+    pixels = torch.rand(2, 3, size, size)
     with torch.no_grad():
         assert torch.equal(converted.get_image_features(pixels), reference.get_image_features(pixels))
         assert torch.equal(converted.classifier(pixels), reference.classifier(pixels))

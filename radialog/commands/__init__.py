@@ -8,9 +8,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "radialog.commands.serve",
     "radialog.commands.download",
     "radialog.commands.convert",
+    "radialog.commands.train",
     "radialog.commands.label",
     "radialog.commands.evaluate",
     "radialog.commands.make_manifest",
     "radialog.commands.make_instruct",
     "radialog.commands.make_synthetic",
+    "radialog.commands.params",
 )

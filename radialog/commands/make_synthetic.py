@@ -20,6 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--count", type=int, required=True, help="number of images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument(
+        "--sentences-per-finding", type=int, default=None, help="keep the N most frequent phrasings per finding"
+    )
     parser.set_defaults(func=run)
 
 
@@ -27,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise InputError("--count must be at least 1")
     try:
-        config = SyntheticConfig(image_size=args.image_size)
+        config = SyntheticConfig(image_size=args.image_size, sentences_per_finding=args.sentences_per_finding)
     except ValueError as err:
         raise InputError(str(err)) from err
     start = time.perf_counter()

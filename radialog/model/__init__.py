@@ -1,6 +1,6 @@
-"""The RaDialog model: image encoder, alignment module, findings classifier and LLM."""
+"""The RaDialog model: image encoder, alignment module, findings classifier and LLM (also R2GenGPT's)."""
 
-from radialog.model.alignment import AlignmentModule
+from radialog.model.alignment import AlignmentModule, LinearAlignment
 from radialog.model.classifier import FindingsClassifier, XRVFindingsClassifier
 from radialog.model.configuration import (
     AlignmentConfig,
@@ -14,6 +14,7 @@ from radialog.model.configuration import (
 from radialog.model.image_encoder import ImageEncoder
 from radialog.model.modeling import EncodedImage, RaDialogModel, ReportResult
 from radialog.model.presets import PRESETS, get_preset
+from radialog.model.swin_encoder import SwinImageEncoder
 
 __all__ = [
     "PRESETS",
@@ -26,10 +27,12 @@ __all__ = [
     "ImageEncoder",
     "ImageEncoderConfig",
     "LanguageModelConfig",
+    "LinearAlignment",
     "LoraSettings",
     "RaDialogConfig",
     "RaDialogModel",
     "ReportResult",
+    "SwinImageEncoder",
     "XRVFindingsClassifier",
     "get_preset",
 ]

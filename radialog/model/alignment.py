@@ -1,5 +1,11 @@
-"""Alignment module: a BLIP-2 Q-Former that reads image tokens through cross-attention and hands
-`num_query_tokens` embeddings, projected to the LLM's width, to the language model."""
+"""Alignment modules between image tokens and the LLM.
+
+- `AlignmentModule` (RaDialog): a BLIP-2 Q-Former reads the image tokens through cross-attention and
+  hands `num_query_tokens` embeddings, projected to the LLM's width, to the language model.
+- `LinearAlignment` (R2GenGPT): every image token goes to the LLM, through Linear + LayerNorm.
+
+Both split into `query_features` (frozen in stage 2, so cacheable) and `language_projection` (trained).
+"""
 
 from __future__ import annotations
 
@@ -11,19 +17,21 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
+from transformers.models.blip_2.modeling_blip_2 import Blip2TextEmbeddings
 
 from radialog.model.configuration import AlignmentConfig
 
 logger = logging.getLogger(__name__)
 
 # BERT (transformers layout) → Q-Former names, for initialising from a pretrained BERT as BLIP-2 does.
-# The Q-Former runs queries through `intermediate_query` / `output_query`: BERT's feed-forward seeds them.
+# The Q-Former runs queries through `intermediate_query` / `output_query`: BERT's feed-forward seeds them
+# (and the text feed-forward `intermediate` / `output` when the text branch exists).
 _BERT_TO_QFORMER = (
-    (re.compile(r"^embeddings\.LayerNorm\."), "layernorm."),
-    (re.compile(r"^(encoder\.layer\.\d+\.attention\.)self\."), r"\1attention."),
-    (re.compile(r"^(encoder\.layer\.\d+\.attention\.output\.)"), r"\1"),
-    (re.compile(r"^(encoder\.layer\.\d+\.)intermediate\."), r"\1intermediate_query."),
-    (re.compile(r"^(encoder\.layer\.\d+\.)output\."), r"\1output_query."),
+    (re.compile(r"^embeddings\.LayerNorm\."), r"qformer.layernorm."),
+    (re.compile(r"^embeddings\.(word|position)_embeddings\."), r"text_embeddings.\1_embeddings."),
+    (re.compile(r"^(encoder\.layer\.\d+\.attention\.)self\."), r"qformer.\1attention."),
+    (re.compile(r"^(encoder\.layer\.\d+\.attention\.output\.)"), r"qformer.\1"),
+    (re.compile(r"^(encoder\.layer\.\d+\.)(intermediate|output)\."), r"qformer.\1\2_query."),
 )
 
 
@@ -36,19 +44,26 @@ def build_qformer_config(config: AlignmentConfig, encoder_hidden_size: int) -> B
         cross_attention_frequency=config.cross_attention_frequency,
         encoder_hidden_size=encoder_hidden_size,
         layer_norm_eps=config.layer_norm_eps,
+        use_qformer_text_input=config.text_input,
+        vocab_size=config.vocab_size,
+        max_position_embeddings=config.max_text_length,
     )
 
 
-def bert_state_dict_for_qformer(bert_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a BERT encoder's weights into Q-Former keys; word/position embeddings and pooler are dropped."""
+def bert_state_dict_for_alignment(bert_state: dict[str, torch.Tensor], text_input: bool) -> dict[str, torch.Tensor]:
+    """Rename a BERT encoder's weights into AlignmentModule keys; the pooler and token types are dropped."""
     renamed: dict[str, torch.Tensor] = {}
     for key, value in bert_state.items():
         key = key.removeprefix("bert.")
         for pattern, replacement in _BERT_TO_QFORMER:
             new_key, count = pattern.subn(replacement, key)
-            if count:
+            if not count:
+                continue
+            if text_input and "_query." in new_key:
+                renamed[new_key.replace("_query.", ".")] = value
+            if text_input or not new_key.startswith("text_embeddings."):
                 renamed[new_key] = value
-                break
+            break
     return renamed
 
 
@@ -58,23 +73,26 @@ class AlignmentModule(nn.Module):
     def __init__(self, config: AlignmentConfig, encoder_hidden_size: int, llm_hidden_size: int) -> None:
         super().__init__()
         self.config = config
+        qformer_config = build_qformer_config(config, encoder_hidden_size)
         self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.hidden_size))
-        self.qformer = Blip2QFormerModel(build_qformer_config(config, encoder_hidden_size))
+        self.qformer = Blip2QFormerModel(qformer_config)
+        self.text_embeddings = Blip2TextEmbeddings(qformer_config) if config.text_input else None
         self.language_projection = nn.Linear(config.hidden_size, llm_hidden_size)
         nn.init.normal_(self.query_tokens, std=0.02)  # BLIP-2's initialisation of the learned queries
 
     def load_bert(self, directory: str | Path) -> None:
-        """Initialise self-attention and feed-forward weights from a local BERT (`model.safetensors`)."""
-        state = bert_state_dict_for_qformer(load_file(str(Path(directory) / "model.safetensors")))
-        result = self.qformer.load_state_dict(state, strict=False)
-        logger.info(
-            "Q-Former initialised from BERT at %s: %d tensors loaded, %d left random (cross-attention)",
-            directory,
-            len(state) - len(result.unexpected_keys),
-            len(result.missing_keys),
-        )
+        """Initialise attention, feed-forward (and text embeddings) from a local BERT (`model.safetensors`)."""
+        bert = load_file(str(Path(directory) / "model.safetensors"))
+        state = bert_state_dict_for_alignment(bert, self.config.text_input)
+        result = self.load_state_dict(state, strict=False)
         if result.unexpected_keys:
             raise ValueError(f"BERT weights do not fit the Q-Former: unexpected {result.unexpected_keys[:5]}")
+        logger.info(
+            "Q-Former initialised from BERT at %s: %d tensors loaded, %d left as initialised",
+            directory,
+            len(state),
+            len(result.missing_keys),
+        )
 
     def query_features(self, image_tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, encoder_width) → (B, num_query_tokens, hidden_size): the Q-Former's query outputs."""
@@ -89,3 +107,41 @@ class AlignmentModule(nn.Module):
 
     def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:
         return self.language_projection(self.query_features(image_tokens))
+
+
+class NormedLinear(nn.Linear):
+    """Linear, then LayerNorm over its output: R2GenGPT's `llama_proj` followed by `layer_norm`.
+
+    One module, so the stage-2 projection stays a single `language_projection` with a `weight` (keys:
+    `weight`, `bias`, `norm.weight`, `norm.bias`; R2GenGPT's `llama_proj.*` / `layer_norm.*` map onto them).
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features)
+        self.norm = nn.LayerNorm(out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(super().forward(x))
+
+
+class LinearAlignment(nn.Module):
+    """(B, N, encoder_width) image tokens → (B, N, llm_hidden_size): each token projected on its own."""
+
+    def __init__(self, config: AlignmentConfig, encoder_hidden_size: int, llm_hidden_size: int) -> None:
+        super().__init__()
+        self.config = config
+        self.language_projection = NormedLinear(encoder_hidden_size, llm_hidden_size)
+
+    def query_features(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """Nothing sits between the encoder and the projection: the tokens themselves."""
+        return image_tokens
+
+    def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        return self.language_projection(image_tokens)
+
+
+def build_alignment(
+    config: AlignmentConfig, encoder_hidden_size: int, llm_hidden_size: int
+) -> AlignmentModule | LinearAlignment:
+    factory = LinearAlignment if config.kind == "linear" else AlignmentModule
+    return factory(config, encoder_hidden_size, llm_hidden_size)

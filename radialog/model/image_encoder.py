@@ -23,6 +23,7 @@ from torch import nn
 from torchvision.models import resnet18, resnet50
 
 from radialog.model.configuration import ImageEncoderConfig
+from radialog.model.swin_encoder import SwinImageEncoder
 
 
 class _PoolerAttention(nn.Module):
@@ -210,3 +211,7 @@ class ImageEncoder(nn.Module):
         projected = self.forward(image, previous_image).projected_patch_embeddings
         tokens = projected.reshape(projected.shape[0], -1, self.config.projection_dim)
         return self.ln_vision(tokens) if self.ln_vision is not None else tokens
+
+
+def build_image_encoder(config: ImageEncoderConfig) -> ImageEncoder | SwinImageEncoder:
+    return SwinImageEncoder(config) if config.kind == "swin" else ImageEncoder(config)

@@ -70,9 +70,27 @@ def add_image_token(tokenizer: PreTrainedTokenizerBase) -> int:
     return tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
 
 
+def as_causal_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Let a BERT-style tokenizer serve a causal LM: [CLS] opens a sequence, [SEP] ends a turn.
+
+    BERT's post-processor would append [SEP] to every prompt, which reads as "end of answer" to
+    the LLM, so sequences get only the leading [CLS].
+    """
+    if tokenizer.cls_token is None or tokenizer.sep_token is None:
+        return tokenizer
+    tokenizer.bos_token, tokenizer.eos_token = tokenizer.cls_token, tokenizer.sep_token
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{tokenizer.cls_token} $A", special_tokens=[(tokenizer.cls_token, tokenizer.cls_token_id)]
+    )
+    return tokenizer
+
+
 def load_tokenizer(config: LanguageModelConfig, base_dir: str | Path | None = None) -> PreTrainedTokenizerBase:
-    if config.pretrained is None:
+    if config.pretrained is None and config.tokenizer is None:
         tokenizer = build_byte_tokenizer()
+    elif config.pretrained is None:
+        path = resolve_model_path(config.tokenizer, base_dir)
+        tokenizer = as_causal_tokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True))
     else:
         path = resolve_model_path(config.pretrained, base_dir)
         kwargs = {"gguf_file": config.gguf_file} if config.gguf_file else {}

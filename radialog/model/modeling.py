@@ -1,10 +1,12 @@
 """RaDialogModel: BioViL-T → Q-Former → projection → 32 image embeddings spliced into a LoRA-tuned LLM,
-with a CheXpert classifier whose findings are written into the same prompt.
+with a CheXpert classifier whose findings are written into the same prompt. The same class runs R2GenGPT:
+Swin → Linear + LayerNorm → 49 image embeddings in a frozen Llama-2, no classifier.
 
 Checkpoint layout (`save_pretrained` / `from_pretrained`):
 
     config.json            RaDialogConfig
-    model.safetensors      image_encoder.*, alignment.*, classifier.*
+    model.safetensors      image_encoder.*, alignment.*, classifier.* (a LoRA trained into the image
+                           encoder is merged into its weights here, so loading needs no adapter)
     adapter/               peft LoRA adapter (when config.lora is set)
     tokenizer/             the LLM tokenizer with `<IMG>` added
     language_model/        base LLM weights, only when they were randomly initialised; otherwise
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
@@ -34,16 +37,31 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from radialog.errors import CheckpointError, InputError
 from radialog.imaging import XRay, preprocess
 from radialog.labels import CHEXPERT_LABELS
-from radialog.model.alignment import AlignmentModule
+from radialog.model.alignment import build_alignment
 from radialog.model.classifier import build_findings_classifier, positive_findings
 from radialog.model.configuration import CONFIG_NAME, RaDialogConfig
-from radialog.model.image_encoder import ImageEncoder
-from radialog.model.language_model import load_language_model, load_tokenizer, resolve_model_path
-from radialog.prompts import IMAGE_PLACEHOLDER, Conversation, build_report_prompt, format_findings
+from radialog.model.image_encoder import build_image_encoder
+from radialog.model.language_model import (
+    PACKAGE_PREFIX,
+    as_causal_tokenizer,
+    load_language_model,
+    load_tokenizer,
+    resolve_model_path,
+)
+from radialog.prompts import (
+    IMAGE_PLACEHOLDER,
+    Conversation,
+    build_image_prefix,
+    build_r2gengpt_image_prefix,
+    build_r2gengpt_report_prompt,
+    build_report_prompt,
+    format_findings,
+)
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
+COMPONENTS = ("image_encoder", "alignment", "classifier")
 ADAPTER_DIR, TOKENIZER_DIR, LANGUAGE_MODEL_DIR = "adapter", "tokenizer", "language_model"
 GENERATION_TIMEOUT_S = 600.0
 
@@ -61,8 +79,8 @@ def default_dtype(device: torch.device) -> torch.dtype:
 class EncodedImage:
     """Everything the conversation needs from one image, computed once per study."""
 
-    image_embeds: torch.Tensor  # (1, num_query_tokens, llm_hidden)
-    findings: dict[str, float]  # label → probability (NaN where the classifier has no output)
+    image_embeds: torch.Tensor  # (1, num_image_tokens, llm_hidden)
+    findings: dict[str, float]  # label → probability (NaN where the classifier has no output; {} without one)
     positive: list[str]  # labels above the classifier threshold, CheXpert order
 
     @property
@@ -85,16 +103,17 @@ class RaDialogModel(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config
-        self.image_encoder = ImageEncoder(config.image_encoder)
-        self.alignment = AlignmentModule(
+        self.image_encoder = build_image_encoder(config.image_encoder)
+        self.alignment = build_alignment(
             config.alignment,
-            encoder_hidden_size=config.image_encoder.projection_dim,
+            encoder_hidden_size=config.image_encoder.token_dim,
             llm_hidden_size=language_model.config.get_text_config().hidden_size,
         )
-        self.classifier = build_findings_classifier(config.classifier)
+        self.classifier = build_findings_classifier(config.classifier) if config.classifier is not None else None
         self.language_model = language_model
         self.tokenizer = tokenizer
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+        self.source_dir: Path | None = None  # where relative weight references were resolved from
 
     # ------------------------------------------------------------------ construction and checkpoints
     @classmethod
@@ -106,7 +125,8 @@ class RaDialogModel(nn.Module):
         quantization: str | None = None,
         base_dir: str | Path | None = None,
     ) -> RaDialogModel:
-        """A model with fresh vision/alignment/classifier weights (BERT-initialised Q-Former if configured)."""
+        """A model with fresh vision/alignment/classifier weights (BERT-initialised Q-Former, pretrained Swin
+        if configured)."""
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_dtype(device)
         tokenizer = load_tokenizer(config.language_model, base_dir)
@@ -117,14 +137,21 @@ class RaDialogModel(nn.Module):
         if config.lora is not None:
             llm = get_peft_model(llm, _lora_config(config))
         model = cls(config, llm, tokenizer)
-        if config.alignment.bert_init is not None:
+        model.source_dir = Path(base_dir) if base_dir is not None else None
+        if config.alignment.kind == "qformer" and config.alignment.bert_init is not None:
             model.alignment.load_bert(resolve_model_path(config.alignment.bert_init, base_dir))
+        if config.image_encoder.pretrained is not None:
+            model.image_encoder.load_pretrained(resolve_model_path(config.image_encoder.pretrained, base_dir))
         return model._place(device, dtype)
 
     def _place(self, device: torch.device, dtype: torch.dtype) -> RaDialogModel:
-        for part in (self.image_encoder, self.alignment, self.classifier):
+        for _, part in self.components():
             part.to(device=device, dtype=dtype)
         return self.eval()
+
+    def components(self) -> list[tuple[str, nn.Module]]:
+        """The parts stored in model.safetensors, by prefix (the classifier is optional)."""
+        return [(name, getattr(self, name)) for name in COMPONENTS if getattr(self, name) is not None]
 
     @classmethod
     def from_pretrained(
@@ -140,7 +167,7 @@ class RaDialogModel(nn.Module):
         config = RaDialogConfig.load(directory)
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_dtype(device)
-        tokenizer = AutoTokenizer.from_pretrained(directory / TOKENIZER_DIR, local_files_only=True)
+        tokenizer = as_causal_tokenizer(AutoTokenizer.from_pretrained(directory / TOKENIZER_DIR, local_files_only=True))
         llm = load_language_model(
             config.language_model, vocab_size=len(tokenizer) - 1, dtype=dtype, device=device,
             base_dir=directory, quantization=quantization,
@@ -150,6 +177,7 @@ class RaDialogModel(nn.Module):
                 raise CheckpointError(f"the config asks for LoRA but {directory / ADAPTER_DIR} is missing")
             llm = PeftModel.from_pretrained(llm, directory / ADAPTER_DIR, is_trainable=False)
         model = cls(config, llm, tokenizer)
+        model.source_dir = directory
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
             raise CheckpointError(f"missing {weights}")
@@ -157,10 +185,10 @@ class RaDialogModel(nn.Module):
         return model._place(device, dtype)
 
     def component_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights of everything but the LLM (vision, alignment, classifier)."""
+        """Weights of everything but the LLM (vision, alignment, classifier), LoRA merged in."""
         state = {}
-        for prefix in ("image_encoder", "alignment", "classifier"):
-            for key, value in getattr(self, prefix).state_dict().items():
+        for prefix, part in self.components():
+            for key, value in merged_state_dict(part).items():
                 state[f"{prefix}.{key}"] = value.detach().contiguous().cpu()
         return state
 
@@ -173,16 +201,19 @@ class RaDialogModel(nn.Module):
                 f"checkpoint does not fit the model: {len(missing)} missing keys {missing[:5]}, "
                 f"{len(unexpected)} unexpected keys {unexpected[:5]}"
             )
-        for prefix in ("image_encoder", "alignment", "classifier"):
+        for prefix, module in self.components():
             part = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
-            getattr(self, prefix).load_state_dict(part, strict=True)
+            module.load_state_dict(part, strict=True)
 
-    def save_pretrained(self, directory: str | Path) -> None:
+    def save_pretrained(self, directory: str | Path, save_language_model: bool = False) -> None:
+        """Write the checkpoint. The base LLM is stored only when it exists nowhere else (random
+        initialisation) or when asked (after full fine-tuning); otherwise the config points at it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = self.config
-        if config.language_model.pretrained is None:
-            # Random base weights exist only here: store them and point the config at the copy.
+        reference = config.language_model.pretrained
+        # A base LLM that lives in a checkpoint of ours is copied along, so checkpoints stay self-contained.
+        if reference is None or reference == LANGUAGE_MODEL_DIR or save_language_model:
             # LoRA wraps layers in place: save the plain base weights, without the adapter's.
             state = {
                 k.replace(".base_layer.", "."): v
@@ -190,10 +221,12 @@ class RaDialogModel(nn.Module):
                 if ".lora_" not in k
             }
             self.base_language_model.save_pretrained(directory / LANGUAGE_MODEL_DIR, state_dict=state)
-            config = replace(
-                config,
-                language_model=replace(config.language_model, pretrained=LANGUAGE_MODEL_DIR, llama=None),
-            )
+            language_model = replace(config.language_model, pretrained=LANGUAGE_MODEL_DIR, llama=None, gguf_file=None)
+            config = replace(config, language_model=language_model)
+        elif not reference.startswith(PACKAGE_PREFIX):
+            # Keep the reference valid from the new location.
+            absolute = resolve_model_path(reference, self.source_dir).resolve()
+            config = replace(config, language_model=replace(config.language_model, pretrained=str(absolute)))
         config.save(directory)
         save_file(self.component_state_dict(), str(directory / WEIGHTS_NAME))
         self.tokenizer.save_pretrained(directory / TOKENIZER_DIR)
@@ -207,42 +240,59 @@ class RaDialogModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.alignment.query_tokens.device
+        return self.alignment.language_projection.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.alignment.query_tokens.dtype
+        return self.alignment.language_projection.weight.dtype
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.config.num_image_tokens
 
     # ------------------------------------------------------------------ image path
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) → (B, num_query_tokens, llm_hidden): the image embeddings the LLM reads."""
+        """(B, 3, S, S) → (B, num_image_tokens, llm_hidden): the image embeddings the LLM reads.
+
+        (B, V, 3, S, S) holds V views of each study; their encoder tokens are averaged before the
+        alignment, as R2GenGPT fuses the views of a study (`torch.stack(views).mean(0)`).
+        """
+        if pixel_values.ndim == 5:
+            B, V = pixel_values.shape[:2]
+            tokens = self.image_encoder.visual_tokens(pixel_values.flatten(0, 1))  # (B*V, N, D)
+            return self.alignment(tokens.unflatten(0, (B, V)).mean(1))
         return self.alignment(self.image_encoder.visual_tokens(pixel_values))
 
     @torch.no_grad()
     def encode_image(self, xray: XRay) -> EncodedImage:
         image = xray.to_pil()
         pixels = preprocess(image, self.config.image_encoder.processor)[None].to(self.device, self.dtype)
-        classifier_pixels = preprocess(image, self.config.classifier.image_encoder.processor)[None]
-        probs = self.classifier.probabilities(classifier_pixels.to(self.device, self.dtype))[0].float().cpu()
-        findings = dict(zip(CHEXPERT_LABELS, probs.tolist(), strict=True))
-        return EncodedImage(
-            image_embeds=self.get_image_features(pixels),
-            findings=findings,
-            positive=positive_findings(findings, self.config.classifier.threshold),
-        )
+        findings: dict[str, float] = {}
+        positive: list[str] = []
+        if self.classifier is not None:
+            classifier_pixels = preprocess(image, self.config.classifier.image_encoder.processor)[None]
+            probs = self.classifier.probabilities(classifier_pixels.to(self.device, self.dtype))[0].float().cpu()
+            findings = dict(zip(CHEXPERT_LABELS, probs.tolist(), strict=True))
+            positive = positive_findings(findings, self.config.classifier.threshold)
+        return EncodedImage(image_embeds=self.get_image_features(pixels), findings=findings, positive=positive)
 
     # ------------------------------------------------------------------ text path
-    def render_prompt(self, conversation: Conversation) -> str:
-        if self.config.language_model.prompt_format == "chat_template":
+    def render_prompt(self, conversation: Conversation, add_generation_prompt: bool = True) -> str:
+        """The prompt text; `add_generation_prompt=False` for a closed conversation (training samples)."""
+        prompt_format = self.config.language_model.prompt_format
+        if prompt_format == "chat_template":
             return self.tokenizer.apply_chat_template(
-                conversation.as_chat_messages(), tokenize=False, add_generation_prompt=True
+                conversation.as_chat_messages(), tokenize=False, add_generation_prompt=add_generation_prompt
             )
+        if prompt_format == "r2gengpt":
+            return conversation.render_r2gengpt(eos=self.tokenizer.eos_token)
         return conversation.render_vicuna(eos=self.tokenizer.eos_token)
 
     def tokenize(self, conversation: Conversation) -> torch.Tensor:
         """(1, T) input ids of the rendered conversation, ready for generation."""
         text = self.render_prompt(conversation)
-        add_special = self.config.language_model.prompt_format == "vicuna_v1.1"
+        # Chat templates write their own BOS; Vicuna and R2GenGPT prompts start with the tokenizer's.
+        add_special = self.config.language_model.prompt_format != "chat_template"
         ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=add_special)["input_ids"]
         return ids.to(self.device)
 
@@ -278,7 +328,7 @@ class RaDialogModel(nn.Module):
         return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels)
 
     def _generation_kwargs(
-        self, conversation: Conversation, image_embeds: torch.Tensor | None, max_new_tokens: int
+        self, conversation: Conversation, image_embeds: torch.Tensor | None, max_new_tokens: int, min_new_tokens: int
     ) -> dict:
         input_ids = self.tokenize(conversation)
         budget = self.config.language_model.max_context - max_new_tokens
@@ -286,29 +336,53 @@ class RaDialogModel(nn.Module):
             raise InputError(
                 f"the conversation is {input_ids.shape[1]} tokens, more than the {budget} the context allows"
             )
-        return {
+        settings = self.config.generation
+        kwargs = {
             "inputs_embeds": self.embed_inputs(input_ids, image_embeds),
             "attention_mask": torch.ones_like(input_ids),
             "max_new_tokens": max_new_tokens,
+            "min_new_tokens": min(min_new_tokens, max_new_tokens),
             "do_sample": False,
-            "repetition_penalty": self.config.generation.repetition_penalty,
+            "no_repeat_ngram_size": settings.no_repeat_ngram_size,
+            "repetition_penalty": settings.repetition_penalty,
             "eos_token_id": self.tokenizer.eos_token_id,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
+        if settings.num_beams > 1:  # length_penalty means something only to beam search
+            kwargs.update(num_beams=settings.num_beams, length_penalty=settings.length_penalty)
+        return kwargs
 
     @torch.no_grad()
-    def generate(self, conversation: Conversation, image_embeds: torch.Tensor | None, max_new_tokens: int) -> str:
-        """Greedy answer to the conversation's open assistant turn."""
-        output = self.language_model.generate(**self._generation_kwargs(conversation, image_embeds, max_new_tokens))
+    def generate(
+        self,
+        conversation: Conversation,
+        image_embeds: torch.Tensor | None,
+        max_new_tokens: int,
+        min_new_tokens: int = 0,
+    ) -> str:
+        """Deterministic answer (greedy, or beam search per the settings) to the open assistant turn."""
+        kwargs = self._generation_kwargs(conversation, image_embeds, max_new_tokens, min_new_tokens)
+        output = self.language_model.generate(**kwargs)
         # With inputs_embeds only, generate() returns just the new tokens.
         return self.tokenizer.decode(output[0], skip_special_tokens=True).strip()
 
     def stream_generate(
-        self, conversation: Conversation, image_embeds: torch.Tensor | None, max_new_tokens: int
+        self,
+        conversation: Conversation,
+        image_embeds: torch.Tensor | None,
+        max_new_tokens: int,
+        min_new_tokens: int = 0,
     ) -> Iterator[str]:
-        """Like `generate`, yielding text pieces as they are decoded."""
+        """Like `generate`, yielding text pieces as they are decoded.
+
+        Beam search cannot stream (transformers refuses a streamer with several beams: the best beam is
+        only known at the end), so with `num_beams` > 1 the whole answer comes as one piece.
+        """
+        if self.config.generation.num_beams > 1:
+            yield self.generate(conversation, image_embeds, max_new_tokens, min_new_tokens)
+            return
         streamer = TextIteratorStreamer(self.tokenizer, skip_special_tokens=True, timeout=GENERATION_TIMEOUT_S)
-        kwargs = self._generation_kwargs(conversation, image_embeds, max_new_tokens)
+        kwargs = self._generation_kwargs(conversation, image_embeds, max_new_tokens, min_new_tokens)
         errors: list[BaseException] = []
 
         def run() -> None:
@@ -327,20 +401,46 @@ class RaDialogModel(nn.Module):
             raise errors[0]
 
     # ------------------------------------------------------------------ the report task
+    def report_prompt(self, findings_text: str) -> str:
+        """The first user message asking for the report, in the wording the model was trained on."""
+        if self.config.language_model.prompt_format == "r2gengpt":
+            return build_r2gengpt_report_prompt(self.num_image_tokens)
+        return build_report_prompt(findings_text, self.num_image_tokens)
+
+    def image_prefix(self, encoded: EncodedImage) -> str:
+        """What opens a first user message that is not the report request, so the image is read the same way."""
+        if self.config.language_model.prompt_format == "r2gengpt":
+            return build_r2gengpt_image_prefix(self.num_image_tokens)
+        return build_image_prefix(encoded.findings_text, self.num_image_tokens)
+
     def report_conversation(self, encoded: EncodedImage) -> Conversation:
         conversation = Conversation()
-        conversation.add_user(build_report_prompt(encoded.findings_text, self.config.alignment.num_query_tokens))
+        conversation.add_user(self.report_prompt(encoded.findings_text))
         conversation.add_assistant(None)
         return conversation
 
     def generate_report(self, xray: XRay, max_new_tokens: int | None = None) -> ReportResult:
         encoded = self.encode_image(xray)
+        settings = self.config.generation
         report = self.generate(
             self.report_conversation(encoded),
             encoded.image_embeds,
-            max_new_tokens or self.config.generation.report_max_new_tokens,
+            max_new_tokens or settings.report_max_new_tokens,
+            settings.report_min_new_tokens,
         )
         return ReportResult(findings=encoded.findings, report=report)
+
+
+def merged_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """`module.state_dict()` under its plain names, with any peft LoRA layer folded into its base weight
+    (W + B·A·alpha/r), so a LoRA-trained image encoder saves and loads like an untouched one."""
+    state = {k: v for k, v in module.state_dict().items() if ".lora_" not in k}
+    for name, layer in module.named_modules():
+        if isinstance(layer, LoraLayer) and not layer.merged:
+            key = f"{name}.base_layer.weight"
+            for adapter in layer.active_adapters:
+                state[key] = state[key] + layer.get_delta_weight(adapter).to(state[key].dtype)
+    return {k.replace(".base_layer.", "."): v for k, v in state.items()}
 
 
 def _lora_config(config: RaDialogConfig) -> LoraConfig:
