@@ -1,0 +1,1 @@
+"""Training: the classifier, alignment and language stages, resumable, on one or many devices."""
