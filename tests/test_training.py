@@ -141,3 +141,32 @@ def test_bad_training_configs_are_refused(tmp_path):
         TrainConfig.from_dict({"preset": "tiny"})
     with pytest.raises(InputError, match="no such training config"):
         TrainConfig.from_yaml(tmp_path / "absent.yaml")
+
+
+def test_stages_a_model_lacks_are_refused(synthetic, tmp_path):
+    from radialog.training.pipeline import train
+
+    config = TrainConfig.from_dict(
+        {"preset": "r2gengpt-tiny", "output_dir": str(tmp_path), "data": {"manifest": str(synthetic)}}
+    )
+    with pytest.raises(InputError, match="no findings classifier"):
+        train(config)
+
+
+def test_r2gengpt_delta_mode_trains_through_the_train_pipeline(synthetic, tmp_path):
+    from radialog.training.pipeline import train
+
+    config = TrainConfig.from_dict(
+        {
+            "preset": "r2gengpt-tiny",
+            "output_dir": str(tmp_path),
+            "data": {"manifest": str(synthetic)},
+            "stages": ["language"],
+            "language": {"max_steps": 2, "batch_size": 4, "llm": "frozen", "vision": "lora"},
+            "eval_max_samples": 1,
+        }
+    )
+    result = train(config)
+    assert len(result.losses["language"]) == 2 and result.metrics["num_samples"] == 1
+    trained = RaDialogModel.from_pretrained(tmp_path / "final", device="cpu")
+    assert trained.classifier is None and trained.num_image_tokens == 49

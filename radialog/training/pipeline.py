@@ -95,6 +95,10 @@ def train(config: TrainConfig) -> TrainResult:
         blind=config.data.blind,
     )
 
+    if "classifier" in config.stages and model.classifier is None:
+        raise InputError(f"the {model.config.name} model has no findings classifier: leave out the classifier stage")
+    if "alignment" in config.stages and model.config.alignment.kind != "qformer":
+        raise InputError(f"the {model.config.name} model has no Q-Former to align: leave out the alignment stage")
     for stage in config.stages:
         if stage in state["completed"]:
             continue
