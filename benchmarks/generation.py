@@ -68,10 +68,9 @@ def make_generate(model: RaDialogModel, encoded, tokens: int):
     conversation = model.report_conversation(encoded)
 
     def run() -> int:
-        kwargs = model._generation_kwargs(conversation, encoded.image_embeds, tokens)
-        with torch.no_grad():
-            out = model.language_model.generate(**kwargs, min_new_tokens=tokens)
-        return out.shape[1]
+        # min = max: exactly `tokens` new tokens, whatever the (random) weights would emit.
+        model.generate(conversation, encoded.image_embeds, tokens, min_new_tokens=tokens)
+        return tokens
 
     return run
 
