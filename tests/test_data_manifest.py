@@ -192,6 +192,8 @@ def test_iu_adapter_on_fake_tree(tmp_path):
     assert records[0].image == "images/CXR1_1_IM-0001-1001.png"
     assert records[0].indication == "Cough." and records[0].impression == "Cardiomegaly."
     assert records[0].labels["Cardiomegaly"] == 1 and records[0].split == iu_split("CXR1")
+    text_only = list(iter_iu_records(tmp_path, require_images=False))
+    assert len(text_only) == 4  # both images of reports 1 and 3, on disk or not
     (folder / "4.xml").write_text("<eCitation>")
     with pytest.raises(InputError, match=r"4\.xml: not an Open-i report"):
         list(iter_iu_records(tmp_path))

@@ -25,6 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="mimic: labels CSV (default: ROOT/mimic-cxr-2.0.0-chexpert.csv, else the rule-based labeler)",
     )
     parser.add_argument("--no-labels", action="store_true", help="do not label reports that come without labels")
+    parser.add_argument(
+        "--reports-only", action="store_true", help="iu: keep reports whose images are not on disk (text-only work)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset == "mimic":
         records = iter_mimic_records(args.root, args.reports_root, args.chexpert_csv, labeler)
     else:
-        records = iter_iu_records(args.root, labeler)
+        records = iter_iu_records(args.root, labeler, require_images=not args.reports_only)
     count = write_manifest(records, args.out, image_root=args.root)
     if count == 0:
         raise InputError(f"{args.root}: no image with a report found for a {args.dataset} manifest")

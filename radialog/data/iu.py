@@ -50,8 +50,14 @@ def iter_iu_xml(root: str | Path) -> Iterator[IUReport]:
             raise InputError(f"{path}: not an Open-i report ({err})") from err
 
 
-def iter_iu_records(root: str | Path, labeler: ReportLabeler | None = None) -> Iterator[ManifestRecord]:
-    """Records with `image` relative to `root` (images/<id>.png)."""
+def iter_iu_records(
+    root: str | Path, labeler: ReportLabeler | None = None, require_images: bool = True
+) -> Iterator[ManifestRecord]:
+    """Records with `image` relative to `root` (images/<id>.png).
+
+    `require_images=False` keeps records whose PNG is absent: enough for text-only work (instruct data,
+    labeler checks) on the reports alone, as torchxrayvision ships them.
+    """
     root = Path(root)
     missing_image = no_findings = 0
     for report in tqdm(iter_iu_xml(root), desc="IU X-ray", unit="report", disable=None):
@@ -63,7 +69,8 @@ def iter_iu_records(root: str | Path, labeler: ReportLabeler | None = None) -> I
             image = root / "images" / f"{image_id}.png"
             if not image.is_file():
                 missing_image += 1
-                continue
+                if require_images:
+                    continue
             yield ManifestRecord(
                 id=image_id,
                 image=image.relative_to(root).as_posix(),
@@ -73,4 +80,9 @@ def iter_iu_records(root: str | Path, labeler: ReportLabeler | None = None) -> I
                 labels=labels,
                 split=iu_split(report.id),
             )
-    logger.info("IU X-ray: left out %d reports without findings, %d images not on disk", no_findings, missing_image)
+    logger.info(
+        "IU X-ray: %d reports without findings left out; %d images not on disk%s",
+        no_findings,
+        missing_image,
+        " (left out)" if require_images else " (kept: text-only manifest)",
+    )
