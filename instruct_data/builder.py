@@ -27,6 +27,7 @@ from instruct_data.teacher import Teacher, TeacherConfig
 from radialog.data import ManifestRecord
 from radialog.data.manifest import check_labels
 from radialog.errors import InputError
+from radialog.jsonl import iter_jsonl
 from radialog.labeler.base import ReportLabeler
 from radialog.labels import CHEXPERT_LABELS
 from radialog.prompts import build_report_prompt, format_findings
@@ -202,16 +203,8 @@ def read_predictions(path: str | Path) -> dict[str, dict[str, int | None]]:
     if not path.is_file():
         raise InputError(f"{path}: predictions file not found")
     predictions: dict[str, dict[str, int | None]] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{where}: invalid JSON ({err.msg})") from err
-            if not isinstance(data, dict) or "id" not in data or "labels" not in data:
-                raise InputError(f"{where}: expected an object with 'id' and 'labels'")
-            predictions[str(data["id"])] = check_labels(data["labels"], where) or {}
+    for where, data in iter_jsonl(path):
+        if "id" not in data or "labels" not in data:
+            raise InputError(f"{where}: expected an object with 'id' and 'labels'")
+        predictions[str(data["id"])] = check_labels(data["labels"], where) or {}
     return predictions

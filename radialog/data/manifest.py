@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from radialog.errors import InputError
+from radialog.jsonl import iter_jsonl
 from radialog.labels import CHEXPERT_LABELS
 
 SPLITS = ("train", "validate", "test")
@@ -91,22 +92,12 @@ def read_manifest(path: str | Path) -> list[ManifestRecord]:
         raise InputError(f"{path}: manifest not found")
     records: list[ManifestRecord] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{where}: invalid JSON ({err.msg})") from err
-            if not isinstance(data, dict):
-                raise InputError(f"{where}: expected a JSON object per line")
-            record = record_from_dict(data, where)
-            if record.id in seen:
-                raise InputError(f"{where}: id {record.id!r} appears more than once")
-            seen.add(record.id)
-            records.append(record)
+    for where, data in iter_jsonl(path):
+        record = record_from_dict(data, where)
+        if record.id in seen:
+            raise InputError(f"{where}: id {record.id!r} appears more than once")
+        seen.add(record.id)
+        records.append(record)
     if not records:
         raise InputError(f"{path}: no records")
     return records

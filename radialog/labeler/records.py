@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from radialog.errors import InputError
+from radialog.jsonl import iter_jsonl
 from radialog.labeler.base import Labels
 from radialog.labels import CHEXPERT_LABELS
 
@@ -23,23 +24,7 @@ def file_format(path: str | Path) -> str:
     return suffix
 
 
-def _jsonl_records(path: Path) -> list[tuple[int, dict]]:
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{line_number}: invalid JSON ({err.msg})") from err
-            if not isinstance(record, dict):
-                raise InputError(f"{path}:{line_number}: expected a JSON object per line")
-            records.append((line_number, record))
-    return records
-
-
-def _csv_records(path: Path, fields: Sequence[str]) -> list[tuple[int, dict]]:
+def _csv_records(path: Path, fields: Sequence[str]) -> list[tuple[str, dict]]:
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None:
@@ -50,7 +35,7 @@ def _csv_records(path: Path, fields: Sequence[str]) -> list[tuple[int, dict]]:
                 f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(reader.fieldnames)})"
             )
         # Line numbers as an editor shows them: the header is line 1.
-        return [(reader.line_num, row) for row in reader]
+        return [(f"{path}:{reader.line_num}", row) for row in reader]
 
 
 def read_records(path: str | Path, fields: Sequence[str]) -> list[dict]:
@@ -64,23 +49,23 @@ def read_records(path: str | Path, fields: Sequence[str]) -> list[dict]:
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     fields = ["id", *fields]
-    rows = _jsonl_records(path) if kind == "jsonl" else _csv_records(path, fields)
+    rows = list(iter_jsonl(path)) if kind == "jsonl" else _csv_records(path, fields)
     if not rows:
         raise InputError(f"{path}: no records")
     seen: set[str] = set()
     records = []
-    for line_number, row in rows:
+    for where, row in rows:
         for name in fields:
             if name not in row:
-                raise InputError(f"{path}:{line_number}: missing {name!r}")
+                raise InputError(f"{where}: missing {name!r}")
         if row["id"] is None or str(row["id"]).strip() == "":
-            raise InputError(f"{path}:{line_number}: empty id")
+            raise InputError(f"{where}: empty id")
         for name in fields[1:]:
             if not isinstance(row[name], str):
-                raise InputError(f"{path}:{line_number}: {name!r} must be text, not {type(row[name]).__name__}")
+                raise InputError(f"{where}: {name!r} must be text, not {type(row[name]).__name__}")
         key = str(row["id"])
         if key in seen:
-            raise InputError(f"{path}:{line_number}: id {key!r} appears more than once")
+            raise InputError(f"{where}: id {key!r} appears more than once")
         seen.add(key)
         records.append({name: row[name] for name in fields})
     return records

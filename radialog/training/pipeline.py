@@ -23,6 +23,7 @@ from accelerate.utils import set_seed
 
 from radialog.data import read_manifest
 from radialog.errors import InputError
+from radialog.jsonl import iter_jsonl
 from radialog.model.modeling import RaDialogModel
 from radialog.model.presets import get_preset
 from radialog.training.config import TrainConfig
@@ -153,20 +154,14 @@ def _conversations(config: TrainConfig, model: RaDialogModel, train_records) -> 
         return [report_messages(model, r) for r in train_records], list(range(len(train_records)))
     by_image = {r.image: i for i, r in enumerate(train_records)}
     conversations, index, skipped = [], [], 0
-    with open(config.data.instruct) as handle:
-        for line_number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-                image, messages = sample["image"], sample["messages"]
-            except (json.JSONDecodeError, KeyError) as err:
-                raise InputError(f"{config.data.instruct}:{line_number}: not an instruct record ({err})") from err
-            if image not in by_image:
-                skipped += 1  # an image of another split
-                continue
-            conversations.append(messages)
-            index.append(by_image[image])
+    for where, sample in iter_jsonl(config.data.instruct):
+        if "image" not in sample or "messages" not in sample:
+            raise InputError(f"{where}: not an instruct record (needs 'image' and 'messages')")
+        if sample["image"] not in by_image:
+            skipped += 1  # an image of another split
+            continue
+        conversations.append(sample["messages"])
+        index.append(by_image[sample["image"]])
     if skipped:
         logger.info("instruct data: %d samples of images outside the training split left out", skipped)
     return conversations, index
