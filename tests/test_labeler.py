@@ -89,7 +89,7 @@ NEGATION = [
     ("The lungs are clear without consolidation or effusion.", {"Consolidation": 0, "Pleural Effusion": 0, NF: 1}),
     ("The lungs are free of focal infiltrate.", {"Lung Opacity": 0, NF: 1}),
     ("Negative for pneumonia.", {"Pneumonia": 0, NF: 1}),
-    ("There are no XXXX of a pleural effusion.", {"Pleural Effusion": 0, NF: 1}),
+    ("No XXXX of pleural fluid collection is seen.", {"Pleural Effusion": 0, NF: 1}),
     ("The previously seen right effusion has resolved.", {"Pleural Effusion": 0, NF: 1}),
     ("Interval resolution of the left lower lobe pneumonia.", {"Pneumonia": 0, NF: 1}),
     ("The pneumothorax is no longer seen.", {"Pneumothorax": 0, NF: 1}),
