@@ -124,8 +124,7 @@ def test_upload_generate_stream_and_follow_up(server_url, page, slow_stream, tmp
 
 def test_edit_and_export(server_url, page):
     """Continues from the previous test's page: the edited report is what gets exported."""
-    if not page.locator("#report textarea").input_value().strip():
-        pytest.skip("needs the report from the previous test")
+    assert page.locator("#report textarea").input_value().strip(), "the previous test left no report to edit"
     page.fill("#report textarea", "The lungs are clear. No pleural effusion.")
     page.click("#apply-edit")
     page.locator('#chatbot [data-testid="user"]').get_by_text("(report edited)").wait_for()
