@@ -9,6 +9,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from radialog.imaging import load_xray
 from radialog.labeler import RuleBasedLabeler, blank_labels
 from radialog.metrics import clinical_efficacy
 from radialog.model.modeling import RaDialogModel
@@ -18,8 +19,6 @@ logger = logging.getLogger(__name__)
 
 
 def generate_reports(model: RaDialogModel, records: Sequence[Any], image_root: Path, blind: bool = False) -> list[str]:
-    from radialog.imaging import load_xray
-
     reports = []
     for record in tqdm(records, desc="generating reports"):
         xray = blank_xray() if blind else load_xray(image_root / record.image)
