@@ -1,5 +1,6 @@
-# RaDialog server image: code and Python environment only. The weights are NOT in the image; mount
-# them read-only at /app/checkpoints (see checkpoints/README.md and docker-compose.yml).
+# RaDialog server image: code, Python environment and the small synthetic-data demo checkpoint. Real
+# weights are NOT in the image; mount them read-only at /app/checkpoints (see checkpoints/README.md and
+# docker-compose.yml).
 FROM nvidia/cuda:12.4.1-runtime-ubuntu22.04
 
 ENV DEBIAN_FRONTEND=noninteractive \

@@ -49,7 +49,7 @@ class StudyCreated(BaseModel):
         examples=[EXAMPLE_FINDINGS],
     )
     positive_findings: list[str] = Field(examples=[["Cardiomegaly"]])
-    model: str = Field(examples=["preset:mini"])
+    model: str = Field(examples=["embedded:demo_checkpoint"])
     model_name: str = Field(description="which model answers (its configured name)", examples=["radialog-v1-report"])
     created_at: str = Field(examples=["2025-01-31T09:30:00+00:00"])
 
@@ -110,11 +110,13 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
-    model: str = Field(examples=["preset:mini"])
+    model: str = Field(examples=["embedded:demo_checkpoint"])
     model_name: str | None = Field(
         default=None, description="the loaded model's configured name; null while loading", examples=["r2gengpt"]
     )
-    demo_weights: bool = Field(description="true for presets: not a trained checkpoint, not for clinical use")
+    demo_weights: bool = Field(
+        description="true for presets and the embedded demo checkpoint: never trained on real radiographs"
+    )
     detail: str | None = None
 
 

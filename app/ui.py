@@ -34,13 +34,22 @@ CSS = ".radialog-banner {padding: 0.6em 1em; border-radius: 6px; background: #ff
 Chat = list[dict[str, str]]
 
 
+def example_label(path: Path) -> str:
+    """`synthetic_pneumothorax_device.png` → "synthetic: pneumothorax device"; real films by dataset and name."""
+    kind, _, findings = path.stem.partition("_")
+    if kind == "synthetic":
+        return f"synthetic: {findings.replace('_', ' ')}"
+    return f"NIH ChestX-ray14 {path.stem}"
+
+
 def banner_text(worker: ModelWorker) -> str:
     # Which model answers (RaDialog, R2GenGPT, ...) once it is loaded, and where its weights came from.
     source = f"{worker.model_name}, {worker.model_id}" if worker.model_name else worker.model_id
     if worker.is_demo:
         return (
-            f"**Demo weights ({source}): not for clinical use.** No trained checkpoint was found, so "
-            "findings and reports come from an untrained or partly trained demo model and mean nothing."
+            f"**Demo weights ({source}): not for clinical use.** This model never learnt from real "
+            "radiographs (the embedded demo was trained on synthetic drawings; presets are untrained): "
+            "its findings and reports for a real X-ray mean nothing."
         )
     return f"**Research prototype ({source}): not for clinical use.** Every report is a draft to verify."
 
@@ -119,7 +128,12 @@ def build_ui(worker: ModelWorker) -> gr.Blocks:
 
         upload.change(on_upload, [upload], [session_state, image, findings, chatbot, report], concurrency_limit=None)
         if examples:
-            gr.Examples([[str(p)] for p in examples], inputs=[upload], label="Example X-rays (NIH ChestX-ray14)")
+            gr.Examples(
+                [[str(p)] for p in examples],
+                inputs=[upload],
+                label="Examples: NIH ChestX-ray14 films, and synthetic drawings like the demo model's training images",
+                example_labels=[example_label(p) for p in examples],
+            )
 
         def run_task(task: Task, text: str, drop: list[str], extra: list[str], session: Session | None, chat: Chat):
             if session is None:

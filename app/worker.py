@@ -92,8 +92,8 @@ class ModelWorker:
 
     @property
     def is_demo(self) -> bool:
-        """Presets are demo weights (random or only partly pretrained); only checkpoints are real."""
-        return self.source.checkpoint is None
+        """Presets and the embedded demo checkpoint: weights that never saw a real radiograph."""
+        return self.source.is_demo
 
     @property
     def ready(self) -> bool:

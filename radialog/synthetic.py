@@ -20,6 +20,7 @@ with the image. The record's `labels` are the constructed ground truth.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import math
 import re
@@ -33,6 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from radialog.data.manifest import ManifestRecord, write_manifest
+from radialog.imaging import XRay, load_xray
 from radialog.labeler import RuleBasedLabeler, iter_iu_reports
 from radialog.labels import CHEXPERT_LABELS
 
@@ -501,6 +503,13 @@ class SyntheticSample:
     labels: dict[str, int | None]
     split: str
     case: SyntheticCase
+
+    def to_xray(self) -> XRay:
+        """The image as an upload reaches the model: through a PNG file and `load_xray`, which rescales
+        the grey levels to the full 0..255 range (the drawn film rarely spans it)."""
+        buffer = io.BytesIO()
+        Image.fromarray(self.pixels, mode="L").save(buffer, format="PNG")
+        return load_xray(buffer.getvalue())
 
 
 def generate_sample(index: int, seed: int, config: SyntheticConfig, bank: SentenceBank) -> SyntheticSample:

@@ -34,7 +34,7 @@ def test_dockerfile_passes_hadolint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_image_installs_like_ci_runs_unprivileged_and_ships_no_weights():
+def test_image_installs_like_ci_runs_unprivileged_and_ships_no_real_weights():
     steps = instructions()
     runs = [args for op, args in steps if op == "RUN"]
     assert any(re.fullmatch(r"bash scripts/install\.sh", args) for args in runs)

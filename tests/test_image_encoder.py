@@ -65,3 +65,20 @@ def test_tokens_are_a_plain_reshape_of_the_channels_first_grid():
     torch.testing.assert_close(tokens, expected)
     permuted = encoder.ln_vision(grid.flatten(2).transpose(1, 2))
     assert not torch.allclose(tokens, permuted)
+
+
+@pytest.mark.parametrize("image_size", [146, 224])
+def test_mobilenet_trunk_gives_the_grid_the_config_promises(image_size):
+    config = ImageEncoderConfig(
+        backbone="mobilenet_v3_small", image_size=image_size, temporal_dim=32, projection_dim=40
+    )
+    encoder = ImageEncoder(config).eval()
+    assert not any(k.startswith("encoder.encoder.classifier") for k in encoder.state_dict())  # trunk only
+    # torchvision's 0.01 leaves the running statistics of a freshly trained trunk far behind its weights.
+    assert {m.momentum for m in encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
+    with torch.no_grad():
+        tokens = encoder.visual_tokens(torch.rand(2, 3, image_size, image_size))
+        with_previous = encoder.visual_tokens(
+            torch.rand(2, 3, image_size, image_size), torch.rand(2, 3, image_size, image_size)
+        )
+    assert tokens.shape == with_previous.shape == (2, config.num_patches, 40)

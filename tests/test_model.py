@@ -92,6 +92,27 @@ def test_save_and_load_round_trip_gives_identical_outputs(perturbed_model, tmp_p
     assert loaded.generate_report(xray, max_new_tokens=8) == report_before
 
 
+def test_export_to_float16_halves_the_stored_weights_and_keeps_the_outputs(perturbed_model, tmp_path):
+    from safetensors.torch import load_file
+
+    from radialog.cli import main
+
+    perturbed_model.save_pretrained(tmp_path / "fp32")
+    assert main(["export", str(tmp_path / "fp32"), "--to", str(tmp_path / "fp16")]) == 0
+    for name in ("model.safetensors", "adapter/adapter_model.safetensors"):
+        full, half = load_file(str(tmp_path / "fp32" / name)), load_file(str(tmp_path / "fp16" / name))
+        assert full.keys() == half.keys()
+        assert {v.dtype for v in half.values() if v.is_floating_point()} == {torch.float16}
+        assert {k for k, v in half.items() if not v.is_floating_point()} == {
+            k for k, v in full.items() if not v.is_floating_point()
+        }
+    loaded = RaDialogModel.from_pretrained(tmp_path / "fp16", device="cpu")
+    assert loaded.dtype == torch.float32  # cast back on load
+    xray = synthetic_xray(5)
+    torch.testing.assert_close(report_logits(loaded, xray), report_logits(perturbed_model, xray), rtol=0, atol=2e-2)
+    assert main(["export", str(tmp_path / "fp16"), "--to", str(tmp_path / "fp16")]) == 2
+
+
 def test_loading_rejects_weights_that_do_not_fit(tiny_model, tmp_path):
     tiny_model.save_pretrained(tmp_path)
     from safetensors.torch import load_file, save_file

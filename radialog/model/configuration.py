@@ -22,8 +22,9 @@ IMAGE_ENCODER_KINDS = ("biovil_t", "swin")
 ALIGNMENT_KINDS = ("qformer", "linear")
 
 
-def resnet_grid_size(image_size: int) -> int:
-    """Side of a ResNet's last feature map: five stride-2 stages, each ceil(s / 2) (448 → 14, 488 → 16)."""
+def cnn_grid_size(image_size: int) -> int:
+    """Side of the trunk's last feature map (ResNet or MobileNetV3): five stride-2 stages, each ceil(s / 2)
+    (448 → 14, 488 → 16)."""
     for _ in range(5):
         image_size = (image_size + 1) // 2
     return image_size
@@ -56,11 +57,11 @@ class ImageEncoderConfig:
 
     @property
     def backbone_dim(self) -> int:
-        return {"resnet50": 2048, "resnet18": 512}[self.backbone]
+        return {"resnet50": 2048, "resnet18": 512, "mobilenet_v3_small": 576}[self.backbone]
 
     @property
     def temporal_grid_size(self) -> int:
-        return resnet_grid_size(self.image_size)
+        return cnn_grid_size(self.image_size)
 
     @property
     def num_patches(self) -> int:

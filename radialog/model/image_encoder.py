@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
-from torchvision.models import resnet18, resnet50
+from torchvision.models import mobilenet_v3_small, resnet18, resnet50
 
 from radialog.model.configuration import ImageEncoderConfig
 from radialog.model.swin_encoder import SwinImageEncoder
+
+RESNETS = {"resnet50": resnet50, "resnet18": resnet18}
 
 
 class _PoolerAttention(nn.Module):
@@ -116,24 +119,36 @@ class TemporalPooler(nn.Module):
         return tokens[:, : H * W].transpose(1, 2).reshape(B, C, H, W)
 
 
-class _ResNetTrunk(nn.Module):
-    """Holds a torchvision ResNet (as `encoder`) and returns its last feature map, not the pooled logits."""
+class _CnnTrunk(nn.Module):
+    """Holds a torchvision CNN (as `encoder`) and returns its last feature map, not the pooled logits.
+
+    ResNets keep torchvision's whole module (with the unused `fc`) so hi-ml's keys match; MobileNetV3-small
+    (the demo preset's ~1M-parameter trunk) keeps only its `features`, since nothing needs its head.
+    """
 
     def __init__(self, backbone: str) -> None:
         super().__init__()
-        factories = {"resnet50": resnet50, "resnet18": resnet18}
-        if backbone not in factories:
-            raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(factories)}")
-        self.encoder = factories[backbone](weights=None)
+        if backbone == "mobilenet_v3_small":
+            # torchvision's MobileNetV3 tracks BatchNorm statistics with momentum 0.01: trained from scratch
+            # for a few hundred steps, they lag so far behind the weights that eval-mode outputs are
+            # wrong. PyTorch's default 0.1 (as in the ResNets) keeps up.
+            norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.1)
+            self.encoder = mobilenet_v3_small(weights=None, norm_layer=norm).features
+        elif backbone in RESNETS:
+            self.encoder = RESNETS[backbone](weights=None)
+        else:
+            raise ValueError(f"unknown backbone {backbone!r}; choose one of {[*RESNETS, 'mobilenet_v3_small']}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.encoder
+        if isinstance(r, nn.Sequential):
+            return r(x)
         x = r.maxpool(r.relu(r.bn1(r.conv1(x))))
         return r.layer4(r.layer3(r.layer2(r.layer1(x))))
 
 
-class MultiImageTrunk(_ResNetTrunk):
-    """BioViL-T's trunk: ResNet → 1×1 conv to 256, fused with a previous-image (or "missing") map → 512."""
+class MultiImageTrunk(_CnnTrunk):
+    """BioViL-T's trunk: CNN → 1×1 conv to 256, fused with a previous-image (or "missing") map → 512."""
 
     def __init__(self, config: ImageEncoderConfig) -> None:
         super().__init__(config.backbone)

@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_ENV = "RADIALOG_CHECKPOINT"
 DEFAULT_CHECKPOINT_DIR = Path("checkpoints/default")
-EMBEDDED_PRESET = "mini"
+# The `demo` preset trained on synthetic radiographs, shipped inside the package (see its MODEL_CARD.md).
+EMBEDDED_CHECKPOINT = Path(__file__).resolve().parent.parent / "demo_checkpoint"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -30,11 +31,22 @@ class ModelSource:
 
     @property
     def label(self) -> str:
+        if self.is_embedded:
+            return "embedded:demo_checkpoint"  # not the install path, which says nothing to a user
         return str(self.checkpoint) if self.checkpoint is not None else f"preset:{self.preset}"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.checkpoint is not None and self.checkpoint.resolve() == EMBEDDED_CHECKPOINT
+
+    @property
+    def is_demo(self) -> bool:
+        """Presets (random or partly pretrained) and the embedded checkpoint never saw a real radiograph."""
+        return self.checkpoint is None or self.is_embedded
 
 
 def resolve_source(checkpoint: str | Path | None = None, preset: str | None = None) -> ModelSource:
-    """Explicit choice first, then $RADIALOG_CHECKPOINT, then checkpoints/default, then the embedded preset."""
+    """Explicit choice first, then $RADIALOG_CHECKPOINT, then checkpoints/default, then the embedded demo."""
     if checkpoint is not None and preset is not None:
         raise ValueError("give either a checkpoint or a preset, not both")
     if preset is not None:
@@ -46,13 +58,12 @@ def resolve_source(checkpoint: str | Path | None = None, preset: str | None = No
     if (DEFAULT_CHECKPOINT_DIR / "config.json").is_file():
         return ModelSource(checkpoint=DEFAULT_CHECKPOINT_DIR)
     logger.warning(
-        "no checkpoint found (%s unset, %s empty): using the embedded '%s' preset, "
-        "which is a demo model and not for clinical use",
+        "no checkpoint found (%s unset, %s empty): using the embedded demo checkpoint, "
+        "trained on synthetic images only and not for clinical use",
         CHECKPOINT_ENV,
         DEFAULT_CHECKPOINT_DIR,
-        EMBEDDED_PRESET,
     )
-    return ModelSource(preset=EMBEDDED_PRESET)
+    return ModelSource(checkpoint=EMBEDDED_CHECKPOINT)
 
 
 def load_model(
@@ -77,7 +88,8 @@ def load_model(
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
-        "--checkpoint", help="checkpoint directory (default: $RADIALOG_CHECKPOINT or checkpoints/default)"
+        "--checkpoint",
+        help="checkpoint directory (default: $RADIALOG_CHECKPOINT, checkpoints/default, or the embedded demo)",
     )
     group.add_argument("--preset", choices=sorted(PRESETS), help="build a named configuration instead")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")

