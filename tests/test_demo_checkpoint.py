@@ -43,10 +43,6 @@ def held_out() -> list:
     return list(iter_samples(96, seed=HELD_OUT_SEED, config=SyntheticConfig(image_size=256)))
 
 
-def drawn(sample) -> set[str]:
-    return {name for name in FINDINGS if sample.labels.get(name) == POSITIVE}
-
-
 def test_the_app_defaults_to_the_embedded_demo_checkpoint(monkeypatch, tmp_path):
     monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
     monkeypatch.chdir(tmp_path)  # no checkpoints/default here
@@ -70,7 +66,7 @@ def test_demo_classifier_tells_drawn_findings_apart_on_unseen_images(demo_model,
     with torch.no_grad():
         probabilities = [demo_model.encode_image(sample.to_xray()).findings for sample in held_out]
     for name in FINDINGS:
-        truth = [name in drawn(sample) for sample in held_out]
+        truth = [name in sample.case.present for sample in held_out]
         scores = [p[name] for p in probabilities]
         assert 0 < sum(truth) < len(truth), f"no contrast for {name} in the held-out images"
         assert roc_auc_score(truth, scores) > MIN_AUROC, name
@@ -92,14 +88,14 @@ def test_demo_finds_what_is_drawn_in_the_ui_examples(demo_model, name):
 
 def test_demo_reports_state_the_drawn_findings(demo_model, held_out):
     labeler = RuleBasedLabeler()
-    samples = [s for s in held_out if drawn(s)][:6] + [s for s in held_out if not drawn(s)][:2]
+    samples = [s for s in held_out if s.case.present][:6] + [s for s in held_out if not s.case.present][:2]
     true_positive = predicted = actual = 0
     for sample in samples:
         report = demo_model.generate_report(sample.to_xray()).report
         read = {name for name, value in labeler.label_report(report).items() if value == POSITIVE}
         read &= set(FINDINGS)
-        true_positive += len(read & drawn(sample))
+        true_positive += len(read & sample.case.present)
         predicted += len(read)
-        actual += len(drawn(sample))
+        actual += len(sample.case.present)
     f1 = 2 * true_positive / (predicted + actual)
     assert f1 > MIN_REPORT_F1, f"micro F1 {f1:.2f}"
