@@ -46,7 +46,7 @@ def main() -> None:
                 labels = labeler.label_report(model.generate_report(xray).report)
                 read.append({name for name, value in labels.items() if value == POSITIVE})
 
-    truth = [{name for name in FINDINGS if s.labels.get(name) == POSITIVE} for s in samples]
+    truth = [s.case.present for s in samples]  # the findings drawn into each image
     print(f"{args.checkpoint}: {args.images} held-out images, reports for the first {len(read)}\n")
     print("| finding | images with it | classifier AUROC | classifier F1 | report F1 |")
     print("|---|---|---|---|---|")
@@ -54,8 +54,9 @@ def main() -> None:
         y = [name in t for t in truth]
         auroc = roc_auc_score(y, [p[name] for p in probabilities])
         f1 = f1_score(y, [name in p for p in positives], zero_division=0)
-        report_f1 = f1_score(y[: len(read)], [name in r for r in read], zero_division=0)
-        print(f"| {name} | {sum(y)} | {auroc:.3f} | {f1:.2f} | {report_f1:.2f} |")
+        report_f1 = f1_score(y[: len(read)], [name in r for r in read], zero_division=0) if read else None
+        report_cell = "—" if report_f1 is None else f"{report_f1:.2f}"
+        print(f"| {name} | {sum(y)} | {auroc:.3f} | {f1:.2f} | {report_cell} |")
     drawn = truth[: len(read)]
     hits = sum(len(r & set(FINDINGS) & t) for r, t in zip(read, drawn, strict=True))
     stated = sum(len(r & set(FINDINGS)) for r in read)
