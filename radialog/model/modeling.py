@@ -242,7 +242,9 @@ class RaDialogModel(nn.Module):
         save_file(cast_floating(self.component_state_dict(), dtype), str(directory / WEIGHTS_NAME))
         self.tokenizer.save_pretrained(directory / TOKENIZER_DIR)
         if isinstance(self.language_model, PeftModel):
-            self.language_model.save_pretrained(directory / ADAPTER_DIR)
+            # LoRA never touches the embeddings (`<IMG>` positions get image features, not a new row), and
+            # peft's "auto" check for a changed vocabulary would look the base model up on the Hub.
+            self.language_model.save_pretrained(directory / ADAPTER_DIR, save_embedding_layers=False)
             # peft records where the base LLM sits on this machine; the config's reference is what loads it.
             adapter_config = directory / ADAPTER_DIR / ADAPTER_CONFIG_NAME
             settings = json.loads(adapter_config.read_text())
