@@ -11,7 +11,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     TRANSFORMERS_OFFLINE=1 \
     RADIALOG_CHECKPOINT=/app/checkpoints/radialog-v1
 
-# Python 3.11 (the project requires it) and curl for the health check.
+# Python 3.11 (the project supports 3.11 to 3.13) and curl for the health check.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.11 python3.11-venv curl ca-certificates \

@@ -15,3 +15,11 @@ class CheckpointError(RaDialogError):
 
 class InputError(RaDialogError):
     """A data file or argument is malformed (missing column, empty file, bad id)."""
+
+
+class ContextOverflow(InputError):
+    """A prompt that leaves too little of the LLM's context for the answer's token budget."""
+
+    def __init__(self, length: int, budget: int) -> None:
+        super().__init__(f"the conversation is {length} tokens, more than the {budget} the context allows")
+        self.length, self.budget = length, budget

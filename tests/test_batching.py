@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
-from radialog.errors import InputError
+from radialog.errors import ContextOverflow, InputError
 from radialog.imaging import XRay
+from radialog.model import RaDialogModel, get_preset
 from radialog.model.batching import generate_batch
 from radialog.prompts import Conversation
 
@@ -44,6 +45,32 @@ def test_batched_answers_equal_single_answers_for_prompts_of_different_lengths(m
     batched = generate_batch(model, conversations, embeds, max_new_tokens=8)
     assert batched == single
     assert len(set(single)) > 1
+
+
+def test_batched_beam_search_equals_single_beam_search_with_every_decoding_setting():
+    """R2GenGPT decodes with beams, a length penalty and (here) an n-gram ban: batching must apply them all."""
+    config = get_preset("r2gengpt-tiny")
+    config.generation.no_repeat_ngram_size = 2
+    torch.manual_seed(3)
+    model = RaDialogModel.from_config(config, device="cpu")
+    encoded = [model.encode_image(xray(seed)) for seed in (4, 5)]
+    conversations = [model.report_conversation(e) for e in encoded]
+    embeds = [e.image_embeds for e in encoded]
+    single = [model.generate(c, e, max_new_tokens=12, min_new_tokens=6) for c, e in zip(conversations, embeds)]
+    batched = generate_batch(model, conversations, embeds, max_new_tokens=12, min_new_tokens=6)
+    assert batched == single
+    # The settings matter for this model: greedy decoding without the n-gram ban answers otherwise.
+    config.generation.num_beams, config.generation.no_repeat_ngram_size = 1, 0
+    assert generate_batch(model, conversations, embeds, max_new_tokens=12, min_new_tokens=6) != single
+
+
+def test_a_conversation_over_the_context_is_refused_with_its_length(model):
+    conversation = Conversation()
+    conversation.add_user("effusion " * 2000)
+    conversation.add_assistant(None)
+    with pytest.raises(ContextOverflow, match="more than the 1016 the context allows") as refused:
+        generate_batch(model, [conversation], [None], max_new_tokens=8)
+    assert refused.value.budget == model.max_context - 8 == 1016
 
 
 def test_batch_arguments_must_pair_up(model):

@@ -225,9 +225,9 @@ def test_chat_session_without_findings(model, chest_dicom):
 def test_api_names_the_model_that_answers(model, chest_dicom):
     from fastapi.testclient import TestClient
 
-    from app.api import create_api
-    from app.studies import StudyStore
-    from app.worker import ModelWorker
+    from radialog.app.api import create_api
+    from radialog.app.studies import StudyStore
+    from radialog.app.worker import ModelWorker
     from radialog.model.loading import ModelSource
 
     worker = ModelWorker.from_model(model, ModelSource(preset="r2gengpt-tiny"))

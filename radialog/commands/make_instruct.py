@@ -29,11 +29,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here: the instruct_data package (and transformers for the teacher) only when asked for.
-    # From its modules, not the package: an editable install made before the package had an __init__
-    # maps it as a namespace package, whose __init__ never runs.
-    from instruct_data.builder import InstructConfig, build_instruct_data, read_predictions, write_instruct_data
-    from instruct_data.teacher import TeacherConfig
+    # Imported here: the instruct builder (and transformers for the teacher) only when asked for.
+    from radialog.instruct_data.builder import (
+        InstructConfig,
+        build_instruct_data,
+        read_predictions,
+        write_instruct_data,
+    )
+    from radialog.instruct_data.teacher import TeacherConfig
 
     teacher = None
     if args.teacher_model is not None:

@@ -10,10 +10,10 @@ import argparse
 
 import torch
 from peft import get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from radialog.errors import InputError
-from radialog.model.language_model import add_image_token, build_byte_tokenizer
+from radialog.model.language_model import add_image_token, build_byte_tokenizer, random_init_config
 from radialog.model.modeling import RaDialogModel, _lora_config
 from radialog.model.presets import PRESETS, SAME_SHAPES, get_preset
 from radialog.training.config import R2GENGPT_MODES, VisionLora
@@ -30,12 +30,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def meta_model(preset: str) -> RaDialogModel:
     """The preset's model with shapes only; a preset whose LLM is a file is counted with its random twin."""
     config = get_preset(SAME_SHAPES.get(preset, preset))
-    if config.language_model.llama is None:
+    if config.language_model.random_init is None:
         raise InputError(f"preset {preset!r} loads its LLM from files: no shapes to count without them")
     tokenizer = build_byte_tokenizer()  # only its `<IMG>` id is used; the vocabulary size comes from the config
     add_image_token(tokenizer)
     with torch.device("meta"):
-        llm = LlamaForCausalLM(LlamaConfig(**config.language_model.llama))
+        llm = AutoModelForCausalLM.from_config(random_init_config(config.language_model))
         if config.lora is not None:
             llm = get_peft_model(llm, _lora_config(config))
         return RaDialogModel(config, llm, tokenizer)

@@ -18,8 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # The app is an optional extra (`pip install .[app]`): import it only when serving.
-    from app.server import ServerSettings, serve
-    from app.worker import ModelWorker
+    from radialog.app.server import ServerSettings, serve
+    from radialog.app.worker import ModelWorker
 
     source = resolve_source(args.checkpoint, args.preset)
     worker = ModelWorker(

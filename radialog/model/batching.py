@@ -1,4 +1,4 @@
-"""Batched greedy generation: several conversations in one left-padded `generate` call.
+"""Batched generation: several conversations in one left-padded `generate` call.
 
 `RaDialogModel.generate` serves one conversation per call, so concurrent sessions queue behind each
 other. Decoding is memory-bound, so one step for B sequences costs little more than for one: batching
@@ -20,9 +20,10 @@ def generate_batch(
     conversations: list[Conversation],
     image_embeds_list: list[torch.Tensor | None],
     max_new_tokens: int,
-    min_new_tokens: int | None = None,
+    min_new_tokens: int = 0,
 ) -> list[str]:
-    """Greedy answers for each conversation's open assistant turn, in order.
+    """Answers for each conversation's open assistant turn, in order, decoded as `RaDialogModel.generate` does
+    (greedy or beam search, with the same penalties).
 
     Each prompt is embedded on its own (its `<IMG>` positions filled from its image), then the rows are
     left-padded to a common length, (B, T, hidden), with a 0/1 attention mask; generate() derives the
@@ -33,11 +34,8 @@ def generate_batch(
     if not conversations:
         return []
     rows = []
-    budget = model.config.language_model.max_context - max_new_tokens
     for conversation, image_embeds in zip(conversations, image_embeds_list, strict=True):
-        ids = model.tokenize(conversation)  # (1, T_i)
-        if ids.shape[1] > budget:
-            raise InputError(f"a conversation is {ids.shape[1]} tokens, more than the {budget} the context allows")
+        ids = model.prompt_ids(conversation, max_new_tokens)  # (1, T_i)
         rows.append(model.embed_inputs(ids, image_embeds)[0])  # (T_i, hidden)
     length = max(row.shape[0] for row in rows)
     pad_id = torch.tensor([model.tokenizer.pad_token_id], device=model.device)
@@ -47,13 +45,6 @@ def generate_batch(
         device=model.device, dtype=torch.long
     )  # (B, T)
     output = model.language_model.generate(
-        inputs_embeds=embeds,
-        attention_mask=mask,
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=min_new_tokens,
-        do_sample=False,
-        repetition_penalty=model.config.generation.repetition_penalty,
-        eos_token_id=model.tokenizer.eos_token_id,
-        pad_token_id=model.tokenizer.pad_token_id,
+        inputs_embeds=embeds, attention_mask=mask, **model.decoding_kwargs(max_new_tokens, min_new_tokens)
     )
     return [text.strip() for text in model.tokenizer.batch_decode(output, skip_special_tokens=True)]

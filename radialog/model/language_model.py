@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     BitsAndBytesConfig,
-    LlamaConfig,
-    LlamaForCausalLM,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
@@ -115,6 +115,15 @@ def _quantization_config(mode: str | None, dtype: torch.dtype) -> BitsAndBytesCo
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
 
 
+def random_init_config(config: LanguageModelConfig, vocab_size: int | None = None) -> PretrainedConfig:
+    """The transformers config of a randomly initialised LLM; `vocab_size` sizes it to its tokenizer."""
+    arguments = dict(config.random_init)
+    model_type = arguments.pop("model_type")
+    if vocab_size is not None:
+        arguments["vocab_size"] = vocab_size
+    return AutoConfig.for_model(model_type, **arguments)
+
+
 def load_language_model(
     config: LanguageModelConfig,
     vocab_size: int,
@@ -123,11 +132,10 @@ def load_language_model(
     base_dir: str | Path | None = None,
     quantization: str | None = None,
 ) -> PreTrainedModel:
-    """Random Llama from `config.llama` (vocab sized to the tokenizer), or local pretrained weights."""
+    """A random causal LM from `config.random_init` (vocab sized to the tokenizer), or local pretrained weights."""
     if config.pretrained is None:
-        llama_config = LlamaConfig(**{**config.llama, "vocab_size": vocab_size})
         with torch.device(device):
-            model = LlamaForCausalLM(llama_config)
+            model = AutoModelForCausalLM.from_config(random_init_config(config, vocab_size))
         return model.to(dtype)
     path = resolve_model_path(config.pretrained, base_dir)
     kwargs = {"gguf_file": config.gguf_file} if config.gguf_file else {}

@@ -94,7 +94,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", choices=sorted(PRESETS), help="build a named configuration instead")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     parser.add_argument(
-        "--dtype", choices=sorted(DTYPES), default=None, help="default: float32 on CPU, bfloat16 on GPU"
+        "--dtype",
+        choices=sorted(DTYPES),
+        default=None,
+        help="one dtype for every part (default: float32 on CPU; on a GPU the model's own precision settings: "
+        "radialog-v1 float32 vision and float16 LLM, as RaDialog ran, others bfloat16)",
     )
     parser.add_argument("--quantization", choices=["8bit", "4bit"], default=None, help="load the LLM quantised (GPU)")
 

