@@ -29,6 +29,7 @@ import torch
 from peft import LoraConfig
 from safetensors.torch import save_file
 
+from radialog.download import BIOVIL_MD5, file_digest
 from radialog.errors import CheckpointError
 from radialog.model.alignment import AlignmentModule
 from radialog.model.classifier import build_findings_classifier
@@ -44,6 +45,9 @@ STAGE1_FILE = "checkpoint_4.pth"
 BIOVIL_FILE = "biovil_t_image_model_proj_size_128.pt"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin", "pytorch_model.bin")
 CLASSIFIER_DIR = "chexpert_train"
+CLASSIFIER_FILE = "ChexpertClassifier-epoch=06-val_f1=0.36.ckpt"  # the checkpoint RaDialog's demo loads
+# The Trainer checkpoints RaDialog's README says it used for each adapter.
+RELEASE_ADAPTER_CHECKPOINTS = {"report": "checkpoint-11200", "instruct": "checkpoint-4800"}
 
 # Which input a key comes from. The BioViL-T file only fills image-encoder weights that the stage-1
 # checkpoint lacks: LAVIS saves only trainable parameters, and stage 1 froze the vision encoder.
@@ -205,15 +209,51 @@ def find_one(root: Path, patterns: Iterable[str], what: str) -> Path:
     raise CheckpointError(f"{what} not found under {root} (see checkpoints/README.md)")
 
 
+def checkpoint_step(folder: Path) -> int | None:
+    """The training step of a Hugging Face Trainer folder `checkpoint-N`, else None."""
+    match = re.fullmatch(r"checkpoint-(\d+)", folder.name)
+    return int(match.group(1)) if match else None
+
+
 def find_adapter(root: Path, variant: str) -> Path:
-    folders = [p for p in root.rglob(f"vicuna-7b-img-{variant}") if p.is_dir()]
+    """The adapter weights of `variant`: in the Trainer checkpoint RaDialog's README names (report:
+    checkpoint-11200, instruct: checkpoint-4800), else in the latest `checkpoint-N` by step, else in the
+    adapter folder itself; `adapter_model.*` before the Trainer's `pytorch_model.bin` (the README copies
+    one to the other)."""
+    name = f"vicuna-7b-img-{variant}"
+    folders = sorted(p for p in root.rglob(name) if p.is_dir())
     if not folders:
-        raise CheckpointError(f"the {variant} adapter folder vicuna-7b-img-{variant}/ is not under {root}")
-    for name in ADAPTER_FILES:  # prefer the adapter file, fall back on the trainer's copy
-        hits = sorted(p for folder in folders for p in folder.rglob(name))
-        if hits:
-            return hits[-1]
-    raise CheckpointError(f"no {' / '.join(ADAPTER_FILES)} under {folders[0]}")
+        raise CheckpointError(f"the {variant} adapter folder {name}/ is not under {root}")
+    if len(folders) > 1:
+        raise CheckpointError(f"several {name}/ folders under {root}: {', '.join(map(str, folders))}")
+    folder = folders[0]
+    steps = [p for p in folder.rglob("checkpoint-*") if p.is_dir() and checkpoint_step(p) is not None]
+    steps.sort(key=checkpoint_step)
+    named = [p for p in steps if p.name == RELEASE_ADAPTER_CHECKPOINTS[variant]]
+    chosen = named[0] if named else (steps[-1] if steps else folder)
+    for weights in ADAPTER_FILES:
+        if (chosen / weights).is_file():
+            return chosen / weights
+    found = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    raise CheckpointError(
+        f"no {' / '.join(ADAPTER_FILES)} in {chosen} (expected {RELEASE_ADAPTER_CHECKPOINTS[variant]}/); "
+        f"{name}/ holds: {', '.join(found[:12]) or 'nothing'}"
+    )
+
+
+def find_classifier(root: Path) -> Path:
+    """The CheXpert classifier checkpoint: the file RaDialog's demo loads, else the only `.ckpt` that is not
+    Lightning's `last.ckpt` (written beside the best one by `save_last=True`)."""
+    folder = next((p for p in sorted(root.rglob(CLASSIFIER_DIR)) if p.is_dir()), root)
+    candidates = sorted(p for p in folder.rglob("*.ckpt") if p.is_file())
+    named = [p for p in candidates if p.name == CLASSIFIER_FILE]
+    if named:
+        return named[0]
+    best = [p for p in candidates if p.name != "last.ckpt"]
+    if len(best) == 1:
+        return best[0]
+    listing = ", ".join(p.name for p in candidates) or "no .ckpt files"
+    raise CheckpointError(f"classifier checkpoint {CLASSIFIER_FILE} not found under {folder} (found: {listing})")
 
 
 def read_adapter(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
@@ -322,6 +362,12 @@ def convert(
     stage1_path = find_one(source, [STAGE1_FILE], "stage-1 checkpoint")
     stage1 = map_state(STAGE1, unwrap(load_torch_file(stage1_path, allow_pickle), "model", stage1_path), report)
     biovil_path = find_one(source, [BIOVIL_FILE], "BioViL-T image model")
+    md5 = file_digest(biovil_path, "md5")
+    report.notes.append(
+        f"{BIOVIL_FILE}: md5 matches BioViL-T v1.0"
+        if md5 == BIOVIL_MD5
+        else f"{BIOVIL_FILE}: md5 {md5} is not BioViL-T v1.0's ({BIOVIL_MD5}): a different or damaged file"
+    )
     biovil_state = load_torch_file(biovil_path, allow_pickle)
     # Only fill what stage 1 did not store (it keeps BatchNorm buffers but drops frozen parameters).
     biovil = map_state(BIOVIL, biovil_state, report)
@@ -332,8 +378,7 @@ def convert(
     report.notes.append(f"{len(filled)} image-encoder tensors taken from {BIOVIL_FILE}")
     adapter_path = find_adapter(source, variant)
     adapter = map_state(ADAPTER, read_adapter(adapter_path, allow_pickle), report)
-    classifier_root = next((p for p in source.rglob(CLASSIFIER_DIR) if p.is_dir()), source)
-    classifier_path = find_one(classifier_root, ["*.ckpt"], "classifier checkpoint")
+    classifier_path = find_classifier(source)
     classifier = map_state(
         CLASSIFIER, unwrap(load_torch_file(classifier_path, allow_pickle), "state_dict", classifier_path), report
     )

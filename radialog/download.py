@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,13 @@ VICUNA_FILES = (  # the PyTorch weights and the slow (sentencepiece) tokenizer, 
     "tokenizer.model",
     "tokenizer_config.json",
 )
+# The tag and MD5 that RaDialog's and hi-ml-multimodal's own download code pin for BioViL-T's image model.
 BIOVIL_REPO, BIOVIL_REVISION, BIOVIL_FILE = (
     "microsoft/BiomedVLP-BioViL-T",
-    "main",
+    "v1.0",
     "biovil_t_image_model_proj_size_128.pt",
 )
+BIOVIL_MD5 = "a83080e2f23aa584a4f2b24c39b1bb64"
 RELEASE_API = "https://api.github.com/repos/ChantalMP/RaDialog/releases/tags/weights"
 # Release assets we need, by name stem (the exact file names, e.g. with or without .zip, come from the API).
 # `embs` (precomputed training embeddings) is not needed for inference.
@@ -75,6 +77,7 @@ class RemoteFile:
     path: str  # relative to the target directory
     size: int | None = None  # bytes, when the host publishes it
     sha256: str | None = None  # None: unknown (no host publishes it); checked by size only
+    md5: str | None = None  # pinned by the upstream project where it publishes one
     extract: bool = False
 
 
@@ -149,13 +152,16 @@ def release_files(opener: Opener) -> list[RemoteFile]:
 def plan(opener: Opener = _open) -> list[RemoteFile]:
     return [
         *hf_files(VICUNA_REPO, VICUNA_REVISION, VICUNA_FILES, VICUNA_DIR, opener),
-        *hf_files(BIOVIL_REPO, BIOVIL_REVISION, (BIOVIL_FILE,), "biovil_t", opener),
+        *(
+            replace(f, md5=BIOVIL_MD5)
+            for f in hf_files(BIOVIL_REPO, BIOVIL_REVISION, (BIOVIL_FILE,), "biovil_t", opener)
+        ),
         *release_files(opener),
     ]
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
     with path.open("rb") as f:
         while block := f.read(CHUNK):
             digest.update(block)
@@ -197,11 +203,15 @@ def verify(file: RemoteFile, path: Path) -> dict[str, Any]:
     if file.size is not None and size != file.size:
         path.rename(path.with_name(path.name + ".bad"))
         raise DownloadError(f"{path}: {size} bytes, expected {file.size}; moved aside, run again to refetch")
-    digest = sha256_of(path)
+    digest = file_digest(path)
     if file.sha256 is not None and digest != file.sha256:
         path.rename(path.with_name(path.name + ".bad"))
         raise DownloadError(f"{path}: sha256 {digest}, expected {file.sha256}; moved aside, run again to refetch")
-    checked = "sha256" if file.sha256 else ("size" if file.size is not None else "unchecked")
+    if file.md5 is not None and (md5 := file_digest(path, "md5")) != file.md5:
+        path.rename(path.with_name(path.name + ".bad"))
+        raise DownloadError(f"{path}: md5 {md5}, expected {file.md5}; moved aside, run again to refetch")
+    checked = "+".join(name for name, value in (("sha256", file.sha256), ("md5", file.md5)) if value)
+    checked = checked or ("size" if file.size is not None else "unchecked")
     return {**asdict(file), "size": size, "sha256": digest, "checked": checked}
 
 

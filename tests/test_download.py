@@ -73,6 +73,16 @@ def test_checksum_mismatch_moves_the_file_aside(tmp_path):
     assert (tmp_path / "w.bin.bad").exists() and not (tmp_path / "w.bin").exists()
 
 
+def test_md5_mismatch_moves_the_file_aside(tmp_path):
+    url = "https://example.test/biovil.pt"
+    good = dl.RemoteFile(url=url, path="ok.pt", size=3, md5="900150983cd24fb0d6963f7d28e17f72")  # md5("abc")
+    assert dl.fetch(good, tmp_path, serve({url: b"abc"}))["checked"] == "md5"
+    bad = dl.RemoteFile(url=url, path="bad.pt", size=3, md5="0" * 32)
+    with pytest.raises(dl.DownloadError, match="md5"):
+        dl.fetch(bad, tmp_path, serve({url: b"abc"}))
+    assert (tmp_path / "bad.pt.bad").exists() and not (tmp_path / "bad.pt").exists()
+
+
 def test_plan_takes_sizes_and_checksums_from_host_metadata_and_unpacks_zips(tmp_path):
     lfs = {"oid": "a" * 64, "size": 10}
     tree = [{"path": name, "size": 5, "lfs": lfs if name.endswith(".bin") else None} for name in dl.VICUNA_FILES]
@@ -88,14 +98,17 @@ def test_plan_takes_sizes_and_checksums_from_host_metadata_and_unpacks_zips(tmp_
     opener = serve(
         {
             f"{dl.HF}/api/models/{dl.VICUNA_REPO}/tree/main": tree,
-            f"{dl.HF}/api/models/{dl.BIOVIL_REPO}/tree/main": biovil_tree,
+            f"{dl.HF}/api/models/{dl.BIOVIL_REPO}/tree/v1.0": biovil_tree,
             dl.RELEASE_API: {"assets": assets},
         }
     )
     files = {f.path: f for f in dl.plan(opener)}
     assert files["vicuna-7b-v1.3/pytorch_model-00001-of-00002.bin"].sha256 == "a" * 64
     assert files["vicuna-7b-v1.3/config.json"].sha256 is None  # small git files: size only
-    assert files["biovil_t/" + dl.BIOVIL_FILE].size == 9
+    biovil = files["biovil_t/" + dl.BIOVIL_FILE]
+    # BioViL-T from the tag RaDialog and hi-ml pin, with their MD5.
+    assert biovil.size == 9 and biovil.md5 == "a83080e2f23aa584a4f2b24c39b1bb64"
+    assert biovil.url == f"{dl.HF}/{dl.BIOVIL_REPO}/resolve/v1.0/{dl.BIOVIL_FILE}"
     assert files["release/checkpoint_4.pth"].sha256 == "c" * 64 and not files["release/checkpoint_4.pth"].extract
     assert files["release/vicuna-7b-img-report.zip"].extract
 
