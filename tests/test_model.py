@@ -41,6 +41,24 @@ def report_logits(model: RaDialogModel, xray: XRay) -> torch.Tensor:
         return model(input_ids=input_ids, image_embeds=encoded.image_embeds).logits
 
 
+def greedy_answer(
+    model: RaDialogModel, conversation: Conversation, image_embeds: torch.Tensor | None, max_new_tokens: int
+) -> str:
+    """The answer decoded one token at a time from the model's own logits (argmax until EOS), without
+    `generate()`: what RaDialog's greedy decoding must give."""
+    prompt = model.tokenize(conversation)
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            ids = torch.cat([prompt, torch.tensor([new], dtype=prompt.dtype)], dim=1)
+            token = int(model(input_ids=ids, image_embeds=image_embeds).logits[0, -1].argmax())
+            if token == model.tokenizer.eos_token_id:
+                break
+            new.append(token)
+    assert new, "the first greedy token is EOS: the comparison would be between two empty answers"
+    return model.tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
 def test_prompt_holds_exactly_32_image_positions(tiny_model):
     encoded = tiny_model.encode_image(synthetic_xray(0))
     input_ids = tiny_model.tokenize(tiny_model.report_conversation(encoded))
@@ -145,7 +163,7 @@ def test_follow_up_turn_keeps_the_image_tokens_of_turn_one(perturbed_model):
     input_ids = perturbed_model.tokenize(conversation)
     assert int((input_ids == perturbed_model.image_token_id).sum()) == 32
     answer = perturbed_model.generate(conversation, encoded.image_embeds, max_new_tokens=4)
-    assert isinstance(answer, str)
+    assert answer == greedy_answer(perturbed_model, conversation, encoded.image_embeds, max_new_tokens=4)
     other = perturbed_model.encode_image(synthetic_xray(9)).image_embeds
     with torch.no_grad():
         a = perturbed_model(input_ids=input_ids, image_embeds=encoded.image_embeds).logits[0, -1]
@@ -157,7 +175,9 @@ def test_text_only_question_needs_no_image(tiny_model):
     conversation = Conversation()
     conversation.add_user("What is a pneumothorax?")
     conversation.add_assistant(None)
-    assert isinstance(tiny_model.generate(conversation, None, max_new_tokens=4), str)
+    assert int((tiny_model.tokenize(conversation) == tiny_model.image_token_id).sum()) == 0
+    answer = tiny_model.generate(conversation, None, max_new_tokens=4)
+    assert answer == greedy_answer(tiny_model, conversation, None, max_new_tokens=4)
 
 
 def test_conversation_longer_than_the_context_is_refused(tiny_model):

@@ -15,8 +15,6 @@ from pathlib import Path
 
 from radialog.errors import InputError
 
-_SECTIONS = ("COMPARISON", "INDICATION", "FINDINGS", "IMPRESSION")
-
 
 @dataclass(frozen=True)
 class IUReport:
