@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -29,25 +28,31 @@ import torch
 from peft import LoraConfig
 from safetensors.torch import save_file
 
-from radialog.download import BIOVIL_MD5, file_digest
+from radialog.download import file_digest
 from radialog.errors import CheckpointError
 from radialog.model.alignment import AlignmentModule
 from radialog.model.classifier import build_findings_classifier
 from radialog.model.configuration import RaDialogConfig
-from radialog.model.image_encoder import ImageEncoder
+from radialog.model.image_encoder import ImageEncoder, rebuild_projector
 from radialog.model.language_model import load_tokenizer, resolve_model_path
 from radialog.model.presets import radialog_v1
+from radialog.model.serialization import load_torch_file
+from radialog.release import (
+    ADAPTER_CHECKPOINTS,
+    BIOVIL_FILE,
+    BIOVIL_MD5,
+    CLASSIFIER_DIR,
+    CLASSIFIER_FILE,
+    STAGE1_FILE,
+    VARIANTS,
+)
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = ("report", "instruct")
-STAGE1_FILE = "checkpoint_4.pth"
-BIOVIL_FILE = "biovil_t_image_model_proj_size_128.pt"
+# RaDialog's stage 1 seeded with 42, and so did the run that computed the image embeddings its LLM stage was
+# trained on; its demo.py seeds with 16 before building, so it ran another projector (see docs/weights.md).
+PROJECTOR_SEED = 42
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin", "pytorch_model.bin")
-CLASSIFIER_DIR = "chexpert_train"
-CLASSIFIER_FILE = "ChexpertClassifier-epoch=06-val_f1=0.36.ckpt"  # the checkpoint RaDialog's demo loads
-# The Trainer checkpoints RaDialog's README says it used for each adapter.
-RELEASE_ADAPTER_CHECKPOINTS = {"report": "checkpoint-11200", "instruct": "checkpoint-4800"}
 
 # Which input a key comes from. The BioViL-T file only fills image-encoder weights that the stage-1
 # checkpoint lacks: LAVIS saves only trainable parameters, and stage 1 froze the vision encoder.
@@ -186,19 +191,6 @@ def map_state(
 
 
 # ---------------------------------------------------------------------------------------- reading inputs
-def load_torch_file(path: Path, allow_pickle: bool = False) -> dict:
-    """`torch.load` with weights_only (safe); full unpickling only when the user trusts the file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if not allow_pickle:
-            raise CheckpointError(
-                f"{path} holds Python objects besides tensors and is not loaded by default; "
-                "rerun with --allow-pickle if you trust where it came from"
-            ) from err
-        return torch.load(path, map_location="cpu", weights_only=False)
-
-
 def find_one(root: Path, patterns: Iterable[str], what: str) -> Path:
     for pattern in patterns:
         hits = sorted(p for p in root.rglob(pattern) if p.is_file())
@@ -229,14 +221,14 @@ def find_adapter(root: Path, variant: str) -> Path:
     folder = folders[0]
     steps = [p for p in folder.rglob("checkpoint-*") if p.is_dir() and checkpoint_step(p) is not None]
     steps.sort(key=checkpoint_step)
-    named = [p for p in steps if p.name == RELEASE_ADAPTER_CHECKPOINTS[variant]]
+    named = [p for p in steps if p.name == ADAPTER_CHECKPOINTS[variant]]
     chosen = named[0] if named else (steps[-1] if steps else folder)
     for weights in ADAPTER_FILES:
         if (chosen / weights).is_file():
             return chosen / weights
     found = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     raise CheckpointError(
-        f"no {' / '.join(ADAPTER_FILES)} in {chosen} (expected {RELEASE_ADAPTER_CHECKPOINTS[variant]}/); "
+        f"no {' / '.join(ADAPTER_FILES)} in {chosen} (expected {ADAPTER_CHECKPOINTS[variant]}/); "
         f"{name}/ holds: {', '.join(found[:12]) or 'nothing'}"
     )
 
@@ -344,9 +336,12 @@ def convert(
     variant: str = "report",
     config: RaDialogConfig | None = None,
     allow_pickle: bool = False,
+    projector_seed: int = PROJECTOR_SEED,
 ) -> ConversionReport:
     """Convert the released files under `source` into a checkpoint directory at `destination`.
 
+    The frozen 1408-d projector is in no release file; it is rebuilt from `projector_seed`
+    (`rebuild_projector`), its BatchNorm statistics taken from the stage-1 checkpoint where stored.
     Raises CheckpointError (after writing nothing) when a key is missing, unexpected or mis-shaped.
     """
     if variant not in VARIANTS:
@@ -376,6 +371,16 @@ def convert(
     if differing:
         report.notes.append(f"{len(differing)} image-encoder tensors differ between the two files: {STAGE1} wins")
     report.notes.append(f"{len(filled)} image-encoder tensors taken from {BIOVIL_FILE}")
+    projector = {
+        f"image_encoder.projector.{k}": v
+        for k, v in rebuild_projector(config.image_encoder, projector_seed).items()
+        if f"image_encoder.projector.{k}" not in stage1
+    }
+    if projector:
+        report.notes.append(
+            f"{len(projector)} projector tensors rebuilt from seed {projector_seed} (RaDialog froze the projector, "
+            f"so {STAGE1_FILE} does not hold them)"
+        )
     adapter_path = find_adapter(source, variant)
     adapter = map_state(ADAPTER, read_adapter(adapter_path, allow_pickle), report)
     classifier_path = find_classifier(source)
@@ -384,7 +389,7 @@ def convert(
     )
 
     lora = {k[len(LORA_TARGET) :]: v for k, v in adapter.items() if k.startswith(LORA_TARGET)}
-    components = {**{k: biovil[k] for k in filled}, **stage1, **classifier}
+    components = {**{k: biovil[k] for k in filled}, **projector, **stage1, **classifier}
     components.update({k: v for k, v in adapter.items() if not k.startswith(LORA_TARGET)})
 
     config = lora_settings_from_release(adapter_path, config, report)
@@ -393,11 +398,6 @@ def convert(
     check_shapes(components, expected_component_shapes(config, llm_config["hidden_size"]), report)
     check_shapes(lora, expected_lora_shapes(llm_config, config), report)
     if not report.ok:
-        if any(".projector." in k for k in report.missing):
-            report.notes.append(
-                "the 1408-d projector is missing: checkpoint_4.pth only stores trainable parameters, and "
-                "RaDialog v1 built this projector from its random seed while the vision encoder was frozen"
-            )
         raise CheckpointError("the released files do not convert cleanly:\n" + report.summary())
 
     destination.mkdir(parents=True, exist_ok=True)

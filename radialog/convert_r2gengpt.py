@@ -25,13 +25,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from radialog.convert import ConversionReport, Rule, check_shapes, link_language_model, load_torch_file
+from radialog.convert import ConversionReport, Rule, check_shapes, link_language_model
 from radialog.errors import CheckpointError
 from radialog.model.alignment import build_alignment
 from radialog.model.configuration import RaDialogConfig
 from radialog.model.image_encoder import build_image_encoder
 from radialog.model.language_model import load_tokenizer, resolve_model_path
 from radialog.model.presets import r2gengpt
+from radialog.model.serialization import load_torch_file
 from radialog.model.swin_encoder import SwinImageEncoder
 
 logger = logging.getLogger(__name__)

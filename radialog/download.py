@@ -34,6 +34,7 @@ from typing import Any
 from tqdm import tqdm
 
 from radialog.errors import RaDialogError
+from radialog.release import BIOVIL_FILE, BIOVIL_MD5, BIOVIL_REPO, BIOVIL_REVISION
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +54,6 @@ VICUNA_FILES = (  # the PyTorch weights and the slow (sentencepiece) tokenizer, 
     "tokenizer.model",
     "tokenizer_config.json",
 )
-# The tag and MD5 that RaDialog's and hi-ml-multimodal's own download code pin for BioViL-T's image model.
-BIOVIL_REPO, BIOVIL_REVISION, BIOVIL_FILE = (
-    "microsoft/BiomedVLP-BioViL-T",
-    "v1.0",
-    "biovil_t_image_model_proj_size_128.pt",
-)
-BIOVIL_MD5 = "a83080e2f23aa584a4f2b24c39b1bb64"
 RELEASE_API = "https://api.github.com/repos/ChantalMP/RaDialog/releases/tags/weights"
 # Release assets we need, by name stem (the exact file names, e.g. with or without .zip, come from the API).
 # `embs` (precomputed training embeddings) is not needed for inference.
@@ -150,12 +144,10 @@ def release_files(opener: Opener) -> list[RemoteFile]:
 
 
 def plan(opener: Opener = _open) -> list[RemoteFile]:
+    (biovil,) = hf_files(BIOVIL_REPO, BIOVIL_REVISION, (BIOVIL_FILE,), "biovil_t", opener)
     return [
         *hf_files(VICUNA_REPO, VICUNA_REVISION, VICUNA_FILES, VICUNA_DIR, opener),
-        *(
-            replace(f, md5=BIOVIL_MD5)
-            for f in hf_files(BIOVIL_REPO, BIOVIL_REVISION, (BIOVIL_FILE,), "biovil_t", opener)
-        ),
+        replace(biovil, md5=BIOVIL_MD5),
         *release_files(opener),
     ]
 

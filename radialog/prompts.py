@@ -71,9 +71,19 @@ def build_r2gengpt_report_prompt(num_image_tokens: int) -> str:
     return build_r2gengpt_image_prefix(num_image_tokens) + R2GENGPT_INSTRUCTION
 
 
+def join_findings(findings: Sequence[str]) -> str:
+    """RaDialog's list of findings in a sentence: lowercase, ", " between them and " and " before the last."""
+    names = [name.lower() for name in findings]
+    return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
+
+
 def build_correction_prompt(remove: Sequence[str] = (), add: Sequence[str] = ()) -> str:
-    """RaDialog's correction prompts for findings the report wrongly has (`remove`) or misses (`add`)."""
-    fp, fn = ", ".join(remove).lower(), ", ".join(add).lower()
+    """RaDialog's correction prompts for findings the report wrongly has (`remove`) or misses (`add`).
+
+    "No Finding" is never named: RaDialog drops it from both lists before writing the prompt.
+    """
+    fp = join_findings([name for name in remove if name != "No Finding"])
+    fn = join_findings([name for name in add if name != "No Finding"])
     if fp and fn:
         return (
             f"Please adapt the report with the following corrections: Include {fn} and remove {fp}. "
@@ -87,10 +97,12 @@ def build_correction_prompt(remove: Sequence[str] = (), add: Sequence[str] = ())
 
 
 def build_finding_question(finding: str) -> str:
-    return f"Is there any {finding.lower()}?"
+    """RaDialog's yes/no question, keeping the label's own capitalisation ("Is there any Pleural Effusion?").
 
-
-LIST_FINDINGS_PROMPT = "List all the findings in this report."
+    The leading space is RaDialog's: its evaluation appends `"</s>USER: " + " Is there any " + finding + "?"`,
+    so the user turn it measured with reads `USER:  Is there any …` (two spaces), and the ids follow that.
+    """
+    return f" Is there any {finding}?"
 
 
 @dataclass
@@ -105,9 +117,6 @@ class Conversation:
 
     def add_assistant(self, text: str | None) -> None:
         self.messages.append((ASSISTANT, text))
-
-    def copy(self) -> Conversation:
-        return Conversation(system=self.system, messages=list(self.messages))
 
     def render_vicuna(self, eos: str = "</s>") -> str:
         """Vicuna v1.1: `{system} USER: {msg} ASSISTANT: {reply}</s>USER: ...`, open with `ASSISTANT:`."""

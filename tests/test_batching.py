@@ -56,7 +56,9 @@ def test_batched_beam_search_equals_single_beam_search_with_every_decoding_setti
     encoded = [model.encode_image(xray(seed)) for seed in (4, 5)]
     conversations = [model.report_conversation(e) for e in encoded]
     embeds = [e.image_embeds for e in encoded]
-    single = [model.generate(c, e, max_new_tokens=12, min_new_tokens=6) for c, e in zip(conversations, embeds)]
+    single = [
+        model.generate(c, e, max_new_tokens=12, min_new_tokens=6) for c, e in zip(conversations, embeds, strict=True)
+    ]
     batched = generate_batch(model, conversations, embeds, max_new_tokens=12, min_new_tokens=6)
     assert batched == single
     # The settings matter for this model: greedy decoding without the n-gram ban answers otherwise.

@@ -23,9 +23,11 @@ from radialog.convert import convert
 from radialog.errors import CheckpointError
 from radialog.model import RaDialogModel, get_preset
 from radialog.model.configuration import ImageEncoderConfig, LanguageModelConfig
+from radialog.model.image_encoder import rebuild_projector
 from radialog.model.language_model import build_byte_tokenizer
 
 LLM_DIR = "vicuna-7b-v1.3"
+RELEASE_SEED = 42
 
 
 def tiny_official_config():
@@ -37,7 +39,7 @@ def tiny_official_config():
 def save_tiny_llama(directory: Path) -> None:
     """A tiny random Llama with its tokenizer, standing in for Vicuna-7b."""
     tokenizer = build_byte_tokenizer()
-    llama = dict(get_preset("tiny").language_model.llama)
+    llama = {k: v for k, v in get_preset("tiny").language_model.random_init.items() if k != "model_type"}
     torch.manual_seed(1)
     LlamaForCausalLM(LlamaConfig(**llama, vocab_size=len(tokenizer))).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -77,7 +79,7 @@ def stage1_leftovers(hidden: int, layers: int) -> dict[str, torch.Tensor]:
     return state
 
 
-def write_release(reference: RaDialogModel, root: Path, store_projector: bool = True) -> None:
+def write_release(reference: RaDialogModel, root: Path) -> None:
     """The release files, named as the public code names them, holding `reference`'s weights."""
     config = reference.config
     encoder = reference.image_encoder.state_dict()
@@ -90,13 +92,14 @@ def write_release(reference: RaDialogModel, root: Path, store_projector: bool = 
     (root / "biovil_t").mkdir()
     torch.save(state, root / "biovil_t" / "biovil_t_image_model_proj_size_128.pt")
 
-    # Stage 1: LAVIS keeps buffers and trainable parameters only (the frozen trunk's weights are absent).
+    # Stage 1: LAVIS keeps buffers and trainable parameters only: the frozen trunk's and projector's
+    # weights are absent, their BatchNorm statistics present.
     model = {"query_tokens": reference.alignment.query_tokens.detach().clone()}
     model |= {lavis_qformer_name(k): v for k, v in reference.alignment.qformer.state_dict().items()}
     for key, value in encoder.items():
         if key.startswith("ln_vision."):
             model[key] = value
-        elif key not in params or (store_projector and key.startswith("projector.")):
+        elif key not in params:
             model["visual_encoder." + key] = value
     model |= stage1_leftovers(config.alignment.hidden_size, config.alignment.num_hidden_layers)
     torch.save({"model": model, "epoch": 4, "config": {"run": {"seed": 42}}}, root / "checkpoint_4.pth")
@@ -138,7 +141,12 @@ def release(tmp_path_factory):
     save_tiny_llama(root / LLM_DIR)
     torch.manual_seed(0)
     reference = RaDialogModel.from_config(tiny_official_config(), device="cpu", base_dir=root)
-    with torch.no_grad():  # LoRA B starts at zero; make the adapter matter
+    with torch.no_grad():
+        # The projector RaDialog ran with: what its seeded construction drew (RELEASE_SEED).
+        projector = rebuild_projector(reference.config.image_encoder, RELEASE_SEED)
+        for name, param in reference.image_encoder.projector.named_parameters():
+            param.copy_(projector[name])
+        # LoRA B starts at zero; make the adapter matter
         for name, param in reference.language_model.named_parameters():
             if "lora_B" in name:
                 param.normal_(std=0.05)
@@ -152,7 +160,7 @@ def release(tmp_path_factory):
 
 def test_converted_checkpoint_loads_strictly_and_matches_the_reference(release, tmp_path):
     root, reference = release
-    report = convert(root, tmp_path / "ckpt", "report", tiny_official_config())
+    report = convert(root, tmp_path / "ckpt", "report", tiny_official_config(), projector_seed=RELEASE_SEED)
     assert report.ok and not report.missing and not report.unexpected
     unused = set(report.unused.values())
     assert {"stage-1 ITC/ITM heads", "stage-1 contrastive temperature", "stage-1 language-modelling head"} <= unused
@@ -172,16 +180,20 @@ def test_converted_checkpoint_loads_strictly_and_matches_the_reference(release, 
     assert converted.component_state_dict().keys() == reference.component_state_dict().keys()
 
 
-def test_frozen_projector_absent_from_stage1_is_reported(tmp_path):
-    root = tmp_path / "release"
-    root.mkdir()
-    save_tiny_llama(root / LLM_DIR)
-    torch.manual_seed(0)
-    reference = RaDialogModel.from_config(tiny_official_config(), device="cpu", base_dir=root)
-    write_release(reference, root, store_projector=False)
-    with pytest.raises(CheckpointError, match=r"missing: 5: image_encoder\.projector\.model\.0\.weight"):
-        convert(root, tmp_path / "ckpt", "report", tiny_official_config())
-    assert not (tmp_path / "ckpt").exists()
+def test_the_projector_comes_from_its_seed_and_another_seed_gives_other_image_features(release, tmp_path):
+    root, reference = release
+    report = convert(root, tmp_path / "right", "report", tiny_official_config(), projector_seed=RELEASE_SEED)
+    assert f"5 projector tensors rebuilt from seed {RELEASE_SEED}" in report.summary()
+    convert(root, tmp_path / "wrong", "report", tiny_official_config(), projector_seed=16)
+    pixels = torch.rand(1, 3, 128, 128)
+    right = RaDialogModel.from_pretrained(tmp_path / "right", device="cpu")
+    wrong = RaDialogModel.from_pretrained(tmp_path / "wrong", device="cpu")
+    with torch.no_grad():
+        assert torch.equal(right.get_image_features(pixels), reference.get_image_features(pixels))
+        assert not torch.allclose(wrong.get_image_features(pixels), reference.get_image_features(pixels))
+    # The BatchNorm statistics are the stage-1 checkpoint's, whatever the seed.
+    stats = "image_encoder.projector.model.1.running_var"
+    assert torch.equal(wrong.component_state_dict()[stats], reference.component_state_dict()[stats])
 
 
 def test_unknown_key_is_reported_and_nothing_is_written(release, tmp_path):
@@ -198,9 +210,8 @@ def test_unknown_key_is_reported_and_nothing_is_written(release, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_names_the_missing_file_without_a_traceback(tmp_path, capsys):
+def test_cli_reports_the_missing_stage1_checkpoint_in_one_line_without_a_traceback(tmp_path, capsys):
     code = main(["convert", "--source", str(tmp_path), "--to", str(tmp_path / "out")])
-    err = capsys.readouterr().err
     assert code == 2
-    assert "checkpoint_4.pth" not in err or "stage-1 checkpoint not found" in err
-    assert "not found" in err and "Traceback" not in err
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"radialog convert: error: stage-1 checkpoint not found under {tmp_path} (see checkpoints/README.md)"

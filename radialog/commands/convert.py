@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from radialog.convert import VARIANTS, convert
+from radialog.convert import PROJECTOR_SEED, VARIANTS, convert
 from radialog.errors import InputError
 from radialog.model.presets import PRESETS, get_preset
 
@@ -25,6 +25,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--to", required=True, dest="destination", help="checkpoint directory to write")
     parser.add_argument("--format", choices=FORMATS, default="radialog", help="whose release (default: radialog)")
     parser.add_argument("--variant", choices=VARIANTS, default="report", help="which LoRA adapter (default: report)")
+    parser.add_argument(
+        "--projector-seed",
+        type=int,
+        default=PROJECTOR_SEED,
+        help="seed that rebuilds RaDialog's frozen projector (default: 42, the seed its LLM stage's image "
+        "embeddings were computed with; `radialog check-release` tells which seed aligns)",
+    )
     parser.add_argument("--checkpoint", help="r2gengpt: the .pth file its training saved (any of the three modes)")
     parser.add_argument(
         "--lora-alpha", type=float, default=None, help="r2gengpt delta: LoRA alpha (default: its vis_alpha)"
@@ -49,6 +56,6 @@ def run(args: argparse.Namespace) -> int:
             args.checkpoint, args.source, args.destination, config, args.lora_alpha, args.allow_pickle
         )
     else:
-        report = convert(args.source, args.destination, args.variant, config, args.allow_pickle)
+        report = convert(args.source, args.destination, args.variant, config, args.allow_pickle, args.projector_seed)
     print(report.summary())
     return 0

@@ -10,21 +10,29 @@ released `biovil_t_image_model_proj_size_128.pt` loads with `load_state_dict(str
     projector.model.{0,1,3}    1×1 conv → BatchNorm → ReLU → 1×1 conv
 
 RaDialog replaces the 128-d projector by a 512 → 1408 one (`projection_dim=1408`) and adds a LayerNorm
-over the flattened patch tokens (`ln_vision`).
+over the flattened patch tokens (`ln_vision`); `ImageEncoder.load_pretrained` therefore takes only the
+trunk (`encoder.*`) from the released file.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models import mobilenet_v3_small, resnet18, resnet50
 
+from radialog.errors import CheckpointError
 from radialog.model.configuration import ImageEncoderConfig
+from radialog.model.serialization import load_torch_file
 from radialog.model.swin_encoder import SwinImageEncoder
+from radialog.release import BIOVIL_FILE
+
+logger = logging.getLogger(__name__)
 
 RESNETS = {"resnet50": resnet50, "resnet18": resnet18}
 
@@ -95,7 +103,11 @@ def sine_position_embedding(height: int, width: int, dim: int, temperature: floa
 
 
 class TemporalPooler(nn.Module):
-    """Attends over current and previous patch grids; returns the current image's updated grid."""
+    """Attends over current and previous patch grids; returns the current image's updated grid.
+
+    Built in hi-ml's order, drawing the same random numbers (blocks, then the truncated-normal type
+    embedding, then every linear weight), so that a seeded build equals hi-ml's (see `rebuild_projector`).
+    """
 
     def __init__(self, dim: int, grid_size: int, num_heads: int = 8, num_blocks: int = 3) -> None:
         super().__init__()
@@ -103,7 +115,13 @@ class TemporalPooler(nn.Module):
         self.blocks = nn.ModuleList([_PoolerBlock(dim, num_heads) for _ in range(num_blocks)])
         self.norm_post = nn.LayerNorm(dim, eps=1e-6)
         self.type_embed = nn.Parameter(torch.zeros(2, 1, dim))  # current, previous
+        nn.init.trunc_normal_(self.type_embed, std=0.02)
         self.register_buffer("pos_embed", sine_position_embedding(grid_size, grid_size, dim), persistent=False)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         B, C, H, W = current.shape
@@ -155,6 +173,7 @@ class MultiImageTrunk(_CnnTrunk):
         self.backbone_to_vit = nn.Conv2d(config.backbone_dim, config.temporal_dim, kernel_size=1, bias=False)
         self.vit_pooler = TemporalPooler(config.temporal_dim, config.temporal_grid_size)
         self.missing_previous_emb = nn.Parameter(torch.zeros(1, config.temporal_dim, 1, 1))
+        nn.init.trunc_normal_(self.missing_previous_emb, std=0.02)
 
     def forward(self, image: torch.Tensor, previous_image: torch.Tensor | None = None) -> torch.Tensor:
         if previous_image is None:
@@ -199,17 +218,41 @@ class ImageEncoder(nn.Module):
         self.encoder = MultiImageTrunk(config)
         self.projector = PatchProjector(2 * config.temporal_dim, config.projection_dim)
         self.ln_vision = nn.LayerNorm(config.projection_dim) if config.token_layer_norm else None
-        self._init_weights()
 
-    def _init_weights(self) -> None:
-        # Same scheme as BioViL-T's: truncated normal (std 0.02) for the transformer parts.
-        nn.init.trunc_normal_(self.encoder.missing_previous_emb, std=0.02)
-        nn.init.trunc_normal_(self.encoder.vit_pooler.type_embed, std=0.02)
-        for module in self.encoder.vit_pooler.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+    def load_pretrained(self, path: str | Path) -> None:
+        """BioViL-T's released image weights, as hi-ml-multimodal publishes them: a state dict file
+        (`biovil_t_image_model_proj_size_128.pt`) or a directory holding it.
+
+        Only the trunk (`encoder.*`: ResNet, `backbone_to_vit`, temporal pooler, missing-previous embedding)
+        is taken, and all of it: a missing, unexpected or mis-shaped key is a CheckpointError. The file's
+        `projector.*` is BioViL-T's own 128-d joint-space head; RaDialog's 512 → `projection_dim` projector
+        and `ln_vision` are not part of BioViL-T's release and stay as initialised.
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / BIOVIL_FILE
+        if not path.is_file():
+            raise CheckpointError(f"BioViL-T image weights not found: {path}")
+        saved = load_torch_file(path)
+        if not isinstance(saved, dict) or not all(isinstance(v, torch.Tensor) for v in saved.values()):
+            raise CheckpointError(f"{path} is not a state dict of tensors (hi-ml-multimodal's ImageModel layout)")
+        trunk = {k: v for k, v in saved.items() if not k.startswith("projector.")}
+        expected = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        missing, unexpected = sorted(expected.keys() - trunk.keys()), sorted(trunk.keys() - expected.keys())
+        wrong_shape = [
+            f"{k} {tuple(trunk[k].shape)} ≠ {tuple(expected[k].shape)}"
+            for k in sorted(expected.keys() & trunk.keys())
+            if trunk[k].shape != expected[k].shape
+        ]
+        if missing or unexpected or wrong_shape:
+            problems = [
+                f"{len(keys)} {what} {keys[:5]}"
+                for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong_shape))
+                if keys
+            ]
+            raise CheckpointError(f"{path} does not fit the BioViL-T image encoder: " + "; ".join(problems))
+        self.encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in trunk.items()}, strict=True)
+        logger.info("BioViL-T image encoder initialised from %s", path)
 
     def forward(self, image: torch.Tensor, previous_image: torch.Tensor | None = None) -> ImageEncoderOutput:
         patches = self.encoder(image, previous_image)
@@ -226,6 +269,34 @@ class ImageEncoder(nn.Module):
         projected = self.forward(image, previous_image).projected_patch_embeddings
         tokens = projected.reshape(projected.shape[0], -1, self.config.projection_dim)
         return self.ln_vision(tokens) if self.ln_vision is not None else tokens
+
+
+# hi-ml measures its trunk's output width with one forward pass on a random image of this size.
+_HIML_PROBE_IMAGE = (1, 3, 448, 448)
+
+
+def rebuild_projector(config: ImageEncoderConfig, seed: int) -> dict[str, torch.Tensor]:
+    """The projector RaDialog v1 ran with: the weights its construction drew from `seed`.
+
+    RaDialog froze the BioViL-T image model together with its new projector, and LAVIS saves only
+    parameters that require grad, so the projector's weights are in no released file: they are what
+    `torch.manual_seed(seed)` followed by hi-ml-multimodal's `ImageModel(RESNET50_MULTI_IMAGE,
+    joint_feature_size=1408)` produced. This replays every random draw of that construction, in order:
+    the ResNet (torchvision's init), the probe image of `get_encoder_output_dim` in `MultiImageEncoder`,
+    `backbone_to_vit`, the temporal pooler, the missing-previous embedding, the probe image again (in
+    `ImageModel`), then the projector. Nothing in RaDialog's code draws from torch's generator between
+    its `setup_seeds` and this construction (the BERT tokenizer and the datasets draw nothing). The global
+    random state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _CnnTrunk(config.backbone)
+        torch.rand(_HIML_PROBE_IMAGE)
+        nn.Conv2d(config.backbone_dim, config.temporal_dim, kernel_size=1, bias=False)
+        TemporalPooler(config.temporal_dim, config.temporal_grid_size)
+        nn.init.trunc_normal_(torch.empty(1, config.temporal_dim, 1, 1), std=0.02)
+        torch.rand(_HIML_PROBE_IMAGE)
+        return PatchProjector(2 * config.temporal_dim, config.projection_dim).state_dict()
 
 
 def build_image_encoder(config: ImageEncoderConfig) -> ImageEncoder | SwinImageEncoder:

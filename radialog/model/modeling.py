@@ -148,9 +148,10 @@ class RaDialogModel(nn.Module):
         model = cls(config, llm, tokenizer)
         model.source_dir = Path(base_dir) if base_dir is not None else None
         if config.alignment.kind == "qformer" and config.alignment.bert_init is not None:
-            model.alignment.load_bert(resolve_model_path(config.alignment.bert_init, base_dir))
+            model.alignment.load_bert(resolve_model_path(config.alignment.bert_init, base_dir, "Q-Former BERT weights"))
         if config.image_encoder.pretrained is not None:
-            model.image_encoder.load_pretrained(resolve_model_path(config.image_encoder.pretrained, base_dir))
+            encoder_weights = resolve_model_path(config.image_encoder.pretrained, base_dir, "image encoder weights")
+            model.image_encoder.load_pretrained(encoder_weights)
         return model._place(device, vision_dtype)
 
     def _place(self, device: torch.device, dtype: torch.dtype) -> RaDialogModel:
