@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 
 from radialog.download import file_digest
 from radialog.errors import CheckpointError
-from radialog.model.alignment import AlignmentModule
+from radialog.model.alignment import ALIGNMENT_HEADS_NAME, AlignmentHeads, AlignmentModule
 from radialog.model.classifier import build_findings_classifier
 from radialog.model.configuration import RaDialogConfig
 from radialog.model.image_encoder import ImageEncoder, rebuild_projector
@@ -43,15 +43,15 @@ from radialog.release import (
     BIOVIL_MD5,
     CLASSIFIER_DIR,
     CLASSIFIER_FILE,
+    PROJECTOR_SEEDS,
     STAGE1_FILE,
     VARIANTS,
 )
 
 logger = logging.getLogger(__name__)
 
-# RaDialog's stage 1 seeded with 42, and so did the run that computed the image embeddings its LLM stage was
-# trained on; its demo.py seeds with 16 before building, so it ran another projector (see docs/weights.md).
-PROJECTOR_SEED = 42
+# The seed whose projector the LLM stage's image embeddings were computed with (its demo.py ran another).
+PROJECTOR_SEED = PROJECTOR_SEEDS[0]
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin", "pytorch_model.bin")
 
 # Which input a key comes from. The BioViL-T file only fills image-encoder weights that the stage-1
@@ -70,6 +70,7 @@ class Rule:
 
 
 LORA_TARGET = "adapter:"  # targets with this prefix go to the peft adapter file, not model.safetensors
+HEADS_TARGET = "heads:"  # and these to the stage-1 heads file (ALIGNMENT_HEADS_NAME)
 
 RULES: tuple[Rule, ...] = (
     # ---- stage-1 Q-Former (LAVIS BertLMHeadModel named `Qformer`) → transformers Blip2QFormerModel
@@ -92,22 +93,22 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(STAGE1, r"^visual_encoder\.", "image_encoder."),
     Rule(STAGE1, r"^ln_vision\.", "image_encoder.ln_vision."),
-    # stage-1 leftovers: contrastive/matching heads and the text side of the Q-Former
-    Rule(STAGE1, r"^(vision_proj|text_proj|itm_head)\.", None, "stage-1 ITC/ITM heads"),
-    Rule(STAGE1, r"^temp$", None, "stage-1 contrastive temperature"),
+    # stage-1 parts inference does not read, kept for `radialog check-release`: the contrastive/matching heads
+    # and the Q-Former's text branch (embeddings, text feed-forward)
+    Rule(STAGE1, r"^(vision_proj|text_proj|itm_head)\.", HEADS_TARGET + r"\1."),
+    Rule(STAGE1, r"^temp$", HEADS_TARGET + "temp"),
+    Rule(
+        STAGE1,
+        r"^Qformer\.bert\.embeddings\.(word_embeddings|position_embeddings)\.",
+        HEADS_TARGET + r"alignment.text_embeddings.\1.",
+    ),
+    Rule(STAGE1, r"^Qformer\.bert\.embeddings\.position_ids$", None, "text position ids (rebuilt on load)"),
+    Rule(
+        STAGE1,
+        r"^Qformer\.bert\.encoder\.layer\.(\d+)\.(intermediate|output)\.",
+        HEADS_TARGET + r"alignment.qformer.encoder.layer.\1.\2.",
+    ),
     Rule(STAGE1, r"^Qformer\.cls\.", None, "stage-1 language-modelling head"),
-    Rule(
-        STAGE1,
-        r"^Qformer\.bert\.embeddings\.(word_embeddings|position_embeddings|position_ids)",
-        None,
-        "text embeddings (queries have none)",
-    ),
-    Rule(
-        STAGE1,
-        r"^Qformer\.bert\.encoder\.layer\.\d+\.(intermediate|output)\.",
-        None,
-        "text feed-forward (queries use the *_query one)",
-    ),
     # ---- BioViL-T image model (hi-ml ImageModel keys are ours already)
     Rule(BIOVIL, r"^projector\.", None, "BioViL-T's 128-d projector, replaced by RaDialog's 1408-d one"),
     Rule(BIOVIL, r"^", "image_encoder."),
@@ -274,6 +275,17 @@ def expected_component_shapes(config: RaDialogConfig, llm_hidden_size: int) -> d
     return {f"{name}.{k}": v.shape for name, part in parts.items() for k, v in part.state_dict().items()}
 
 
+def expected_heads_shapes(config: RaDialogConfig, embed_dim: int) -> dict[str, torch.Size]:
+    """Keys and shapes of the stage-1 heads file: BLIP-2's heads, and what the Q-Former's text branch adds."""
+    hidden, width = config.alignment.hidden_size, config.image_encoder.projection_dim
+    with torch.device("meta"):
+        plain = AlignmentModule(config.alignment, width, hidden).state_dict()
+        with_text = AlignmentModule(replace(config.alignment, text_input=True), width, hidden).state_dict()
+        heads = AlignmentHeads(hidden, embed_dim).state_dict()
+    branch = {f"alignment.{k}": v.shape for k, v in with_text.items() if k not in plain}
+    return branch | {k: v.shape for k, v in heads.items()}
+
+
 def expected_lora_shapes(llm_config: dict, config: RaDialogConfig) -> dict[str, torch.Size]:
     """peft adapter keys (as saved, adapter name stripped) for q/k/v/o targets of a Llama."""
     hidden = llm_config["hidden_size"]
@@ -389,6 +401,8 @@ def convert(
     )
 
     lora = {k[len(LORA_TARGET) :]: v for k, v in adapter.items() if k.startswith(LORA_TARGET)}
+    heads = {k[len(HEADS_TARGET) :]: v for k, v in stage1.items() if k.startswith(HEADS_TARGET)}
+    stage1 = {k: v for k, v in stage1.items() if not k.startswith(HEADS_TARGET)}
     components = {**{k: biovil[k] for k in filled}, **projector, **stage1, **classifier}
     components.update({k: v for k, v in adapter.items() if not k.startswith(LORA_TARGET)})
 
@@ -397,6 +411,16 @@ def convert(
     llm_config = json.loads((llm_dir / "config.json").read_text())
     check_shapes(components, expected_component_shapes(config, llm_config["hidden_size"]), report)
     check_shapes(lora, expected_lora_shapes(llm_config, config), report)
+    if heads:
+        # LAVIS sizes the text embeddings to its tokenizer (BERT's 30522 word pieces and `[DEC]`).
+        words = heads.get("alignment.text_embeddings.word_embeddings.weight", torch.empty(0))
+        positions = heads.get("alignment.text_embeddings.position_embeddings.weight", torch.empty(0))
+        alignment = replace(config.alignment, vocab_size=len(words), max_text_length=len(positions))
+        config = replace(config, alignment=alignment)
+        embed_dim = len(heads.get("vision_proj.weight", torch.empty(0)))
+        check_shapes(heads, expected_heads_shapes(config, embed_dim), report)
+    else:
+        report.notes.append(f"{STAGE1_FILE} holds no stage-1 heads: `radialog check-release` cannot run")
     if not report.ok:
         raise CheckpointError("the released files do not convert cleanly:\n" + report.summary())
 
@@ -404,6 +428,8 @@ def convert(
     config = replace(config, name=f"radialog-v1-{variant}")
     config.save(destination)
     save_file({k: v.contiguous() for k, v in components.items()}, str(destination / "model.safetensors"))
+    if heads:
+        save_file({k: v.contiguous() for k, v in heads.items()}, str(destination / ALIGNMENT_HEADS_NAME))
     adapter_dir = destination / "adapter"
     adapter_dir.mkdir(exist_ok=True)
     save_file({k: v.contiguous() for k, v in lora.items()}, str(adapter_dir / "adapter_model.safetensors"))

@@ -13,3 +13,6 @@ CLASSIFIER_FILE = "ChexpertClassifier-epoch=06-val_f1=0.36.ckpt"  # the checkpoi
 # The Trainer checkpoints RaDialog's README says it used for each adapter.
 ADAPTER_CHECKPOINTS = {"report": "checkpoint-11200", "instruct": "checkpoint-4800"}
 VARIANTS = tuple(ADAPTER_CHECKPOINTS)
+# Seeds before RaDialog built its frozen projector: 42 in stage 1 and in the run that computed the image
+# embeddings its LLM stage was trained on (the default), 16 in its demo.py.
+PROJECTOR_SEEDS = (42, 16)

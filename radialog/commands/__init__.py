@@ -8,6 +8,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "radialog.commands.serve",
     "radialog.commands.download",
     "radialog.commands.convert",
+    "radialog.commands.check_release",
     "radialog.commands.export",
     "radialog.commands.train",
     "radialog.commands.label",

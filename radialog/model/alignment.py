@@ -108,6 +108,38 @@ class AlignmentModule(nn.Module):
     def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:
         return self.language_projection(self.query_features(image_tokens))
 
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(T, L) report tokens → (T, hidden_size): the first token's output of the Q-Former's text branch,
+        which reads text alone (no queries, no image), as BLIP-2's contrastive loss does."""
+        if self.text_embeddings is None:
+            raise ValueError("this Q-Former has no text branch (AlignmentConfig.text_input is False)")
+        output = self.qformer(
+            query_embeds=self.text_embeddings(input_ids=input_ids), attention_mask=attention_mask, query_length=0
+        )
+        return output.last_hidden_state[:, 0]
+
+
+ALIGNMENT_HEADS_NAME = "alignment_heads.safetensors"  # beside model.safetensors: the heads and the text branch
+
+
+class AlignmentHeads(nn.Module):
+    """BLIP-2's stage-1 heads on the Q-Former: the image–text contrastive projections and the matching
+    classifier. Inference never reads them; image–report retrieval (`radialog check-release`) does."""
+
+    def __init__(self, hidden_size: int, embed_dim: int) -> None:
+        super().__init__()
+        self.vision_proj = nn.Linear(hidden_size, embed_dim)
+        self.text_proj = nn.Linear(hidden_size, embed_dim)
+        self.itm_head = nn.Linear(hidden_size, 2)
+        self.temp = nn.Parameter(torch.tensor(0.07))
+
+    def similarity(self, query_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """(B, Q, H) query outputs and (T, H) text features → (B, T) contrastive logits: the best-matching
+        query's cosine similarity over the temperature."""
+        image = nn.functional.normalize(self.vision_proj(query_features), dim=-1)  # (B, Q, D)
+        text = nn.functional.normalize(self.text_proj(text_features), dim=-1)  # (T, D)
+        return torch.einsum("bqd,td->btq", image, text).amax(-1) / self.temp.clamp(min=1e-3)
+
 
 class NormedLinear(nn.Linear):
     """Linear, then LayerNorm over its output: R2GenGPT's `llama_proj` followed by `layer_norm`.
