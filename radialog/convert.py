@@ -430,6 +430,10 @@ def convert(
     save_file({k: v.contiguous() for k, v in components.items()}, str(destination / "model.safetensors"))
     if heads:
         save_file({k: v.contiguous() for k, v in heads.items()}, str(destination / ALIGNMENT_HEADS_NAME))
+        report.notes.append(
+            f"{len(heads)} stage-1 tensors (ITC/ITM heads, Q-Former text branch) kept in {ALIGNMENT_HEADS_NAME} "
+            "for `radialog check-release`"
+        )
     adapter_dir = destination / "adapter"
     adapter_dir.mkdir(exist_ok=True)
     save_file({k: v.contiguous() for k, v in lora.items()}, str(adapter_dir / "adapter_model.safetensors"))
