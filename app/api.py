@@ -1,37 +1,32 @@
 """The REST API: studies (an uploaded X-ray and its conversation), reports and chat turns.
 
-Every error a client can cause answers 4xx with `{"detail": "<message>"}`; a busy model answers 503
-with Retry-After. Studies live in memory only (see `app.studies`).
+The routes translate HTTP to `StudyService` calls and its errors to statuses: every error a client can
+cause answers 4xx with `{"detail": "<message>"}`; a busy model answers 503 with Retry-After. Studies
+live in memory only (see `radialog.app.studies`), uploads too (see `radialog.app.uploads`).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Generator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
-from starlette.formparsers import MultiPartParser
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from app.studies import StudyNotFound, StudyStore
-from app.worker import ModelNotReady, ModelWorker, QueueFull
-from radialog.chat import MAX_MESSAGE_CHARS, PendingTurn, Session, Task
+from radialog.app.service import MAX_UPLOAD_BYTES, RunningTask, StudyService, UploadTooLarge
+from radialog.app.studies import StudyNotFound, StudyStore
+from radialog.app.uploads import DeclaredSizeLimit, read_file_field
+from radialog.app.worker import ModelNotReady, ModelWorker, QueueFull
+from radialog.chat import MAX_MESSAGE_CHARS, Session, Task
 from radialog.errors import ImageLoadError, RaDialogError
-from radialog.imaging import load_xray
 
-logger = logging.getLogger(__name__)
-
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 RETRY_AFTER_S = 10
-MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file
-# Starlette spools uploads above 1 MiB to a temporary file; uploads are kept in memory instead, so no
-# image ever reaches the disk (the upload size is capped above).
-MultiPartParser.spool_max_size = MAX_UPLOAD_BYTES
 
 EXAMPLE_FINDINGS = {"Cardiomegaly": 0.71, "Edema": 0.12, "No Finding": 0.05}
 EXAMPLE_REPORT = "The heart is enlarged. No focal consolidation, pleural effusion or pneumothorax."
@@ -133,9 +128,32 @@ INPUT_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
 }
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "malformed multipart data"},
     413: {"model": ErrorOut, "description": "the file is larger than the upload limit"},
     415: {"model": ErrorOut, "description": "not a PNG, JPEG or DICOM image, or a corrupt one"},
+    422: {"model": ErrorOut, "description": "not a multipart/form-data body with a `file` file"},
     **ERRORS,
+}
+# The upload is read by `read_file_field`, not by FastAPI's form parsing, so its schema is spelt out here.
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "contentMediaType": "application/octet-stream",
+                            "description": "PNG, JPEG or DICOM",
+                        }
+                    },
+                }
+            }
+        },
+    }
 }
 # Module level: endpoint annotations are resolved in this module's globals (postponed annotations).
 BEARER = HTTPBearer(auto_error=False, description="required when the server has RADIALOG_API_TOKEN set")
@@ -143,25 +161,27 @@ STREAM_DOC = {"content": {"text/plain": {"schema": {"type": "string"}}}, "descri
 
 
 # ---------------------------------------------------------------------- app
-def create_api(worker: ModelWorker, store: StudyStore, api_token: str | None = None) -> FastAPI:
-    """The FastAPI app with /healthz, /readyz and the /v1 studies API (Bearer token when `api_token`)."""
+def create_api(
+    worker: ModelWorker,
+    store: StudyStore,
+    api_token: str | None = None,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+) -> FastAPI:
+    """The FastAPI app with /healthz, /readyz and the /v1 studies API (Bearer token when `api_token`).
+
+    Its studies are `store`'s: a UI given a `StudyService` on the same worker and store shares them.
+    """
+    service = StudyService(worker, store, max_upload_bytes)
     api = FastAPI(
         title="RaDialog API",
         summary="Draft chest X-ray reports and a conversation about them. Research prototype: not for clinical use.",
         version="1",
     )
     _add_error_handlers(api)
-
-    @api.middleware("http")
-    async def refuse_oversize(request: Request, call_next):
-        # Before the multipart parser reads the body: an oversize upload is refused unread.
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD:
-            return JSONResponse({"detail": _too_large()}, status_code=413)
-        return await call_next(request)
-
+    api.add_middleware(DeclaredSizeLimit, max_upload_bytes=service.max_upload_bytes)
     api.include_router(_health_router(worker))
-    api.include_router(_studies_router(worker, store, api_token))
+    api.include_router(_studies_router(service, api_token))
     return api
 
 
@@ -173,6 +193,7 @@ def _add_error_handlers(api: FastAPI) -> None:
     api.add_exception_handler(StudyNotFound, lambda _, err: error(404, str(err)))
     api.add_exception_handler(QueueFull, lambda _, err: error(503, f"the server is busy ({err})", retry))
     api.add_exception_handler(ModelNotReady, lambda _, err: error(503, str(err), retry))
+    api.add_exception_handler(UploadTooLarge, lambda _, err: error(413, str(err)))  # an ImageLoadError too
     api.add_exception_handler(ImageLoadError, lambda _, err: error(415, str(err)))
     api.add_exception_handler(RaDialogError, lambda _, err: error(400, str(err)))
 
@@ -205,14 +226,16 @@ def _health_router(worker: ModelWorker) -> APIRouter:
     return router
 
 
-def _studies_router(worker: ModelWorker, store: StudyStore, api_token: str | None) -> APIRouter:
+def _studies_router(service: StudyService, api_token: str | None) -> APIRouter:
     def check_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
         if api_token is None:
             return
         if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), api_token.encode()):
             raise HTTPException(401, "missing or wrong API token", headers={"WWW-Authenticate": "Bearer"})
 
+    # Router dependencies run before the route: the token is checked before an upload is read.
     router = APIRouter(prefix="/v1", tags=["studies"], dependencies=[Depends(check_token)])
+    model_id = service.worker.model_id
 
     @router.post(
         "/studies",
@@ -220,29 +243,25 @@ def _studies_router(worker: ModelWorker, store: StudyStore, api_token: str | Non
         response_model=StudyCreated,
         responses=UPLOAD_ERRORS,
         summary="upload a chest X-ray (PNG, JPEG or DICOM) and get the predicted findings",
+        openapi_extra=UPLOAD_BODY,
     )
-    def create_study(file: Annotated[UploadFile, File(description="PNG, JPEG or DICOM")]):
-        data = file.file.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            return JSONResponse({"detail": _too_large()}, 413)
-        xray = load_xray(data)  # before queueing: bad input never waits for the model
-        with worker.slot():
-            session = Session.start(worker.model, xray)
-        store.add(session)
-        logger.info("study %s: %s image, findings %s", session.id, xray.source_format, session.positive)
-        return _study_created(session, worker)
+    async def create_study(request: Request) -> StudyCreated:
+        data = await read_file_field(request, "file", service.max_upload_bytes)
+        # Decoding and encoding block: off the event loop, as FastAPI runs the other (plain) routes.
+        study = await run_in_threadpool(service.create_study, data)
+        return _study_created(study.session, model_id)
 
     @router.get("/studies/{study_id}", response_model=StudyOut, responses=ERRORS, summary="a study's state")
     def get_study(study_id: str) -> StudyOut:
-        session = store.get(study_id)
+        session = service.get(study_id)
         turns = [
             TurnOut(task=t.task, user=t.user, answer=t.answer, created_at=t.created_at) for t in session.transcript
         ]
-        return StudyOut(**_study_created(session, worker).model_dump(), report=session.report, turns=turns)
+        return StudyOut(**_study_created(session, model_id).model_dump(), report=session.report, turns=turns)
 
     @router.delete("/studies/{study_id}", status_code=204, responses=ERRORS, summary="forget a study")
     def delete_study(study_id: str) -> Response:
-        store.delete(study_id)
+        service.delete(study_id)
         return Response(status_code=204)
 
     @router.post(
@@ -254,11 +273,10 @@ def _studies_router(worker: ModelWorker, store: StudyStore, api_token: str | Non
     def create_report(
         study_id: str, stream: Annotated[bool, Query(description="stream text/plain as it is generated")] = False
     ):
-        session = store.get(study_id)
+        running = service.start_task(study_id, Task.REPORT)
         if stream:
-            return _stream(worker, session, Task.REPORT)
-        answer = _answer(worker, session, Task.REPORT)
-        return ReportOut(id=session.id, report=answer)
+            return _text_stream(running)
+        return ReportOut(id=running.session.id, report=running.answer())
 
     @router.post(
         "/studies/{study_id}/messages",
@@ -271,51 +289,39 @@ def _studies_router(worker: ModelWorker, store: StudyStore, api_token: str | Non
         body: MessageIn,
         stream: Annotated[bool, Query(description="stream text/plain as it is generated")] = False,
     ):
-        session = store.get(study_id)
-        args = (body.message, body.remove, body.add)
+        running = service.start_task(study_id, body.task, body.message, body.remove, body.add)
         if stream:
-            return _stream(worker, session, body.task, *args)
-        answer = _answer(worker, session, body.task, *args)
-        return MessageOut(id=session.id, task=body.task, answer=answer, report=session.report)
+            return _text_stream(running)
+        answer = running.answer()
+        return MessageOut(id=running.session.id, task=body.task, answer=answer, report=running.session.report)
 
     return router
 
 
-def _too_large() -> str:
-    return f"the file is larger than the {MAX_UPLOAD_BYTES // 2**20} MiB upload limit"
-
-
-def _study_created(session: Session, worker: ModelWorker) -> StudyCreated:
+def _study_created(session: Session, model_id: str) -> StudyCreated:
     return StudyCreated(
         id=session.id,
         findings={label: None if math.isnan(p) else round(p, 4) for label, p in session.findings.items()},
         positive_findings=session.positive,
-        model=worker.model_id,
+        model=model_id,
         model_name=session.model.config.name,
         created_at=session.created_at,
     )
 
 
-def _answer(worker: ModelWorker, session: Session, task: Task, *args: Any) -> str:
-    with worker.slot():
-        pending = session.prepare(task, *args)
-        return "".join(session.run(pending)).strip()
+def _text_stream(running: RunningTask) -> StreamingResponse:
+    """The answer as text/plain; the task was admitted and prepared already, so errors got their status."""
+    return StreamingResponse(_pieces_in_threadpool(running.pieces), media_type="text/plain; charset=utf-8")
 
 
-def _stream(worker: ModelWorker, session: Session, task: Task, *args: Any) -> StreamingResponse:
-    """Queue and prepare before answering, so a full queue or bad input still gets its 4xx/503 status."""
-    slot = worker.slot()
-    slot.__enter__()
+async def _pieces_in_threadpool(pieces: Generator[str]) -> AsyncIterator[str]:
+    # Starlette pulls a plain iterator from worker threads, but never closes it when the client leaves:
+    # suspended inside `worker.admit()`, it would hold the model until the garbage collector found it.
+    # Closing it here finishes the generation (`Session.run`) and gives the model back, in a worker thread
+    # too, since that may take a while and the event loop serves every other request meanwhile.
     try:
-        pending: PendingTurn = session.prepare(task, *args)
-    except BaseException:
-        slot.release()
-        raise
-
-    def pieces() -> Iterator[str]:
-        try:
-            yield from session.run(pending)
-        finally:
-            slot.release()
-
-    return StreamingResponse(pieces(), media_type="text/plain; charset=utf-8")
+        async for piece in iterate_in_threadpool(pieces):
+            yield piece
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(pieces.close)

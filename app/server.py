@@ -10,10 +10,11 @@ import gradio as gr
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
-from app.api import MAX_UPLOAD_BYTES, create_api
-from app.studies import StoreSettings, StudyStore
-from app.ui import CSS, THEME, build_ui
-from app.worker import ModelWorker
+from radialog.app.api import create_api
+from radialog.app.service import MAX_UPLOAD_BYTES, StudyService
+from radialog.app.studies import StoreSettings, StudyStore
+from radialog.app.ui import CSS, THEME, build_ui
+from radialog.app.worker import ModelWorker
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +46,15 @@ class ServerSettings:
 
 
 def create_app(worker: ModelWorker, settings: ServerSettings = ServerSettings()) -> FastAPI:
-    app = create_api(worker, StudyStore(settings.store), api_token=settings.api_token)
+    # One store for both: UI studies count against the same caps and expire like API studies.
+    store = StudyStore(settings.store)
+    app = create_api(worker, store, api_token=settings.api_token)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
         return RedirectResponse(UI_PATH + "/")
 
-    blocks = build_ui(worker).queue(max_size=settings.ui_queue_size)
+    blocks = build_ui(StudyService(worker, store)).queue(max_size=settings.ui_queue_size)
     return gr.mount_gradio_app(
         app,
         blocks,

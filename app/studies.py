@@ -1,4 +1,4 @@
-"""Studies of the REST API: in memory only, capped in number and expired after a time without use."""
+"""Studies of the REST API and the UI: in memory only, capped in number and expired after a time without use."""
 
 from __future__ import annotations
 

@@ -1,37 +1,27 @@
-"""The Gradio UI: upload an X-ray, read the findings, stream a report, correct it and chat about it.
+"""The Gradio UI's layout: upload an X-ray, read the findings, stream a report, correct it and chat about it.
 
-Each browser tab has its own `radialog.chat.Session` in a `gr.State` (expired after an hour without
-use); nothing is shared between users but the model, which the worker admits one job at a time.
+This module only places the components and wires their events to the handlers of
+`radialog.app.ui_handlers`, each bound to a `StudyService` on the API's worker and store. Nothing is
+shared between users but the model, which the worker admits one job at a time.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-import tempfile
-from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 
-from app.worker import ModelNotReady, ModelWorker, QueueFull
-from radialog.chat import Session, Task
-from radialog.errors import RaDialogError
-from radialog.imaging import load_xray
+from radialog.app.service import StudyService
+from radialog.app.ui_handlers import banner_text, findings_table, on_apply_edit, on_export, on_task, on_upload
+from radialog.chat import Task
 from radialog.labels import CHEXPERT_LABELS
-
-logger = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom"]
-SESSION_TTL_S = 3600
 # System fonts only: Gradio's default theme would fetch Google Fonts from a CDN.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 CSS = ".radialog-banner {padding: 0.6em 1em; border-radius: 6px; background: #fff3cd; border: 1px solid #e0b100;}"
-
-Chat = list[dict[str, str]]
 
 
 def example_label(path: Path) -> str:
@@ -42,40 +32,16 @@ def example_label(path: Path) -> str:
     return f"NIH ChestX-ray14 {path.stem}"
 
 
-def banner_text(worker: ModelWorker) -> str:
-    # Which model answers (RaDialog, R2GenGPT, ...) once it is loaded, and where its weights came from.
-    source = f"{worker.model_name}, {worker.model_id}" if worker.model_name else worker.model_id
-    if worker.is_demo:
-        return (
-            f"**Demo weights ({source}): not for clinical use.** This model never learnt from real "
-            "radiographs (the embedded demo was trained on synthetic drawings; presets are untrained): "
-            "its findings and reports for a real X-ray mean nothing."
-        )
-    return f"**Research prototype ({source}): not for clinical use.** Every report is a draft to verify."
-
-
-def findings_table(session: Session | None) -> list[list[Any]]:
-    """All 14 labels, most probable first; labels the classifier cannot predict last, as n/a."""
-    if session is None:
-        return [[label, "", ""] for label in CHEXPERT_LABELS]
-    rows = sorted(session.findings.items(), key=lambda item: -1.0 if math.isnan(item[1]) else item[1], reverse=True)
-    return [
-        [label, "n/a" if math.isnan(p) else f"{p:.3f}", "yes" if label in session.positive else ""] for label, p in rows
-    ]
-
-
-def _ui_error(err: Exception) -> gr.Error:
-    if isinstance(err, QueueFull):
-        return gr.Error(f"The server is busy ({err}). Please try again in a moment.")
-    return gr.Error(str(err))
-
-
-def build_ui(worker: ModelWorker) -> gr.Blocks:
+def build_ui(service: StudyService) -> gr.Blocks:
+    """The page; every event goes to a handler of `radialog.app.ui_handlers` bound to `service`."""
+    worker = service.worker
     with gr.Blocks(title="RaDialog") as blocks:
-        session_state = gr.State(None, time_to_live=SESSION_TTL_S)
+        # The tab's study id: the study lives in the service's store, which caps and expires it.
+        study = gr.State(None)
         gr.Markdown("# RaDialog: chest X-ray report assistant")
         banner = gr.Markdown(banner_text(worker), elem_classes="radialog-banner", elem_id="banner")
-        blocks.load(lambda: banner_text(worker), None, banner)  # the model may have loaded since start-up
+        # The model may have loaded since start-up.
+        blocks.load(partial(banner_text, worker), None, banner, api_name="banner")
         with gr.Row():
             with gr.Column(scale=2):
                 upload = gr.File(label="Chest X-ray (PNG, JPEG or DICOM)", file_types=UPLOAD_TYPES, elem_id="upload")
@@ -113,20 +79,13 @@ def build_ui(worker: ModelWorker) -> gr.Blocks:
                     export = gr.Button("Export report", elem_id="export")
                 exported = gr.File(label="Exported report", file_count="multiple", interactive=False)
 
-        def on_upload(path: str | None) -> tuple:
-            if path is None:
-                return None, None, findings_table(None), [], ""
-            try:
-                xray = load_xray(Path(path))
-                with worker.slot():
-                    session = Session.start(worker.model, xray)
-            except (RaDialogError, ModelNotReady, QueueFull) as err:
-                raise _ui_error(err) from err
-            logger.info("ui session %s: %s image", session.id, xray.source_format)
-            # The 8-bit image the model reads: for DICOM, with the file's VOI window applied.
-            return session, xray.to_pil(), findings_table(session), [], ""
-
-        upload.change(on_upload, [upload], [session_state, image, findings, chatbot, report], concurrency_limit=None)
+        upload.change(
+            partial(on_upload, service),
+            [upload, study],
+            [study, image, findings, chatbot, report],
+            api_name="upload",
+            concurrency_limit=None,  # the worker's queue bounds the model's jobs
+        )
         if examples:
             gr.Examples(
                 [[str(p)] for p in examples],
@@ -135,30 +94,7 @@ def build_ui(worker: ModelWorker) -> gr.Blocks:
                 example_labels=[example_label(p) for p in examples],
             )
 
-        def run_task(task: Task, text: str, drop: list[str], extra: list[str], session: Session | None, chat: Chat):
-            if session is None:
-                raise gr.Error("Upload an X-ray first.")
-            chat = list(chat or [])
-            try:
-                with worker.slot():
-                    pending = session.prepare(task, text, remove=drop or (), add=extra or ())
-                    chat += [{"role": "user", "content": pending.user}, {"role": "assistant", "content": ""}]
-                    answer = ""
-                    for piece in session.run(pending):
-                        answer += piece
-                        chat[-1] = {"role": "assistant", "content": answer}
-                        yield chat, gr.update(), gr.update()
-            except (RaDialogError, ModelNotReady, QueueFull) as err:
-                raise _ui_error(err) from err
-            yield chat, session.report or "", ""
-
-        def task_handler(task: Task):
-            def handler(text: str, drop: list[str], extra: list[str], session: Session | None, chat: Chat) -> Iterator:
-                yield from run_task(task, text, drop, extra, session, chat)
-
-            return handler
-
-        inputs = [message, remove, add, session_state, chatbot]
+        inputs = [message, remove, add, study, chatbot]
         outputs = [chatbot, report, message]
         for trigger, task in [
             (generate.click, Task.REPORT),
@@ -168,40 +104,7 @@ def build_ui(worker: ModelWorker) -> gr.Blocks:
             (send.click, Task.CHAT),
             (message.submit, Task.CHAT),
         ]:
-            trigger(task_handler(task), inputs, outputs)
-
-        def on_apply_edit(text: str, session: Session | None, chat: Chat) -> tuple[Chat, str]:
-            if session is None:
-                raise gr.Error("Upload an X-ray first.")
-            try:
-                session.set_report(text)
-            except RaDialogError as err:
-                raise _ui_error(err) from err
-            gr.Info("The edited report is now the one the conversation continues from.")
-            return [*(chat or []), {"role": "user", "content": "(report edited)"}], session.report
-
-        apply_edit.click(on_apply_edit, [report, session_state, chatbot], [chatbot, report])
-
-        def on_export(session: Session | None) -> list[str]:
-            if session is None or session.report is None:
-                raise gr.Error("There is no report to export yet.")
-            return export_files(session, worker.model_id)
-
-        export.click(on_export, [session_state], [exported])
+            trigger(partial(on_task, service, task), inputs, outputs, api_name=str(task))
+        apply_edit.click(partial(on_apply_edit, service), [report, study, chatbot], [chatbot, report], api_name="edit")
+        export.click(partial(on_export, service), [study], [exported], api_name="export")
     return blocks
-
-
-def export_files(session: Session, model_id: str) -> list[str]:
-    """The report as plain text and as a JSON record, written only now that the user asked for them."""
-    record = session.record(model_id)
-    folder = Path(tempfile.mkdtemp(prefix="radialog-export-"))
-    stem = f"radialog-report-{session.id[:8]}"
-    text_path, json_path = folder / f"{stem}.txt", folder / f"{stem}.json"
-    positive = ", ".join(record["positive_findings"]) or "none"
-    text_path.write_text(
-        f"RaDialog draft report (not for clinical use)\nModel: {model_id}\nExported: {record['exported_at']}\n"
-        f"Predicted findings: {positive}\n\nFindings:\n{record['report']}\n",
-        encoding="utf-8",
-    )
-    json_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    return [str(text_path), str(json_path)]

@@ -1,8 +1,9 @@
 """The model worker: owns the one model, loads it in the background, and admits one job at a time.
 
-As in LLaVA's serve split, the web layers (API, UI) never touch the model directly: they take a
-`Slot` from the worker, which bounds how many requests may wait for the model. A request that finds
-the queue full is refused at once (the API answers 503 with Retry-After) instead of hanging.
+As in LLaVA's serve split, the web layers (API, UI) never touch the model directly: the study service
+runs every model call inside `worker.admit()`, which bounds how many requests may wait for the model.
+A request that finds the queue full is refused at once (the API answers 503 with Retry-After) instead
+of hanging.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from radialog.model.loading import ModelSource
 from radialog.model.modeling import RaDialogModel
@@ -24,35 +25,6 @@ class ModelNotReady(Exception):
 
 class QueueFull(Exception):
     """Too many requests are already waiting for the model."""
-
-
-class Slot:
-    """A reserved place in the model's queue; `with slot:` waits for the model and releases it after."""
-
-    def __init__(self, worker: ModelWorker) -> None:
-        self._worker = worker
-        self._held = False
-        self._released = False
-
-    def __enter__(self) -> Slot:
-        if not self._worker._run_lock.acquire(timeout=self._worker.wait_timeout_s):
-            self.release()
-            raise QueueFull(f"the model stayed busy for {self._worker.wait_timeout_s:.0f} s")
-        self._held = True
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-    def release(self) -> None:
-        """Idempotent, so a slot reserved for a stream that never started can be given back safely."""
-        if self._released:
-            return
-        self._released = True
-        if self._held:
-            self._worker._run_lock.release()
-        with self._worker._mutex:
-            self._worker._pending -= 1
 
 
 class ModelWorker:
@@ -71,6 +43,8 @@ class ModelWorker:
         self._loader = loader
         self._model: RaDialogModel | None = None
         self._load_error: BaseException | None = None
+        # A Lock, not an RLock: a stream resumes on whichever thread pulls it next, so the thread that
+        # releases the model need not be the one that acquired it.
         self._run_lock = threading.Lock()
         self._mutex = threading.Lock()
         self._pending = 0
@@ -127,11 +101,28 @@ class ModelWorker:
         thread.start()
         return thread
 
-    def slot(self) -> Slot:
-        """Reserve a place in the queue now (raises `QueueFull` at once); wait for the model with `with`."""
-        self.model  # noqa: B018 — raises ModelNotReady before anyone queues for a model that is not there
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[RaDialogModel]:
+        """Hold the model for one job: `with worker.admit() as model:`.
+
+        The place in the queue is taken at once (`QueueFull` at once when `max_waiting` requests already
+        wait), then the block waits for the model (`QueueFull` after `wait_timeout_s`). Both are given
+        back when the block exits, however it exits; a generator suspended inside the block (a stream)
+        keeps the model until it is exhausted or closed.
+        """
+        model = self.model  # raises ModelNotReady before anyone queues for a model that is not there
         with self._mutex:
+            # `_pending` counts the running job too: at most max_waiting jobs wait behind it.
             if self._pending > self.max_waiting:
                 raise QueueFull(f"{self._pending} requests are already waiting for the model")
             self._pending += 1
-        return Slot(self)
+        try:
+            if not self._run_lock.acquire(timeout=self.wait_timeout_s):
+                raise QueueFull(f"the model stayed busy for {self.wait_timeout_s:.0f} s")
+            try:
+                yield model
+            finally:
+                self._run_lock.release()
+        finally:
+            with self._mutex:
+                self._pending -= 1

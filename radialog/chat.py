@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from radialog.errors import InputError
+from radialog.errors import ContextOverflow, InputError
 from radialog.imaging import XRay
 from radialog.model.modeling import EncodedImage, RaDialogModel
 from radialog.prompts import Conversation, build_correction_prompt, build_finding_question
@@ -82,20 +82,36 @@ class PendingTurn:
     min_new_tokens: int = 0
 
 
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a session keeps of its X-ray: the record's image metadata, never the pixels.
+
+    Once encoded, the embeddings stand for the image in every turn: keeping the decoded array (megabytes
+    for a DICOM film) in each stored study would only cost the server memory.
+    """
+
+    source_format: str  # "png", "jpeg", "dicom", ...
+    window: tuple[float, float] | None = None  # DICOM window (center, width) that was applied, if any
+
+    @classmethod
+    def of(cls, xray: XRay) -> ImageInfo:
+        return cls(xray.source_format, xray.window)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Session:
-    """One study: the image, its cached embeddings and findings, the current report and the turns.
+    """One study: its image's metadata, cached embeddings and findings, the current report and the turns.
 
     Not thread-safe: the caller runs one turn of a session at a time (the server holds its model
     lock around `prepare` and `run`).
     """
 
-    def __init__(self, model: RaDialogModel, xray: XRay, encoded: EncodedImage, session_id: str | None = None):
+    def __init__(self, model: RaDialogModel, image: ImageInfo, encoded: EncodedImage, session_id: str | None = None):
         self.model = model
-        self.xray = xray
+        self.image = image
         self.encoded = encoded
         self.id = session_id or uuid.uuid4().hex
         self.created_at = _now()
@@ -106,8 +122,8 @@ class Session:
 
     @classmethod
     def start(cls, model: RaDialogModel, xray: XRay, session_id: str | None = None) -> Session:
-        """Encode the image once; every later turn reuses these embeddings."""
-        return cls(model, xray, model.encode_image(xray), session_id)
+        """Encode the image once; every later turn reuses these embeddings (the pixels are not kept)."""
+        return cls(model, ImageInfo.of(xray), model.encode_image(xray), session_id)
 
     # ------------------------------------------------------------------ state
     @property
@@ -138,7 +154,7 @@ class Session:
             "exported_at": _now(),
             "model": self.model.config.name,
             "model_id": model_id or self.model.config.name,
-            "image": {"format": self.xray.source_format, "window": self.xray.window},
+            "image": {"format": self.image.source_format, "window": self.image.window},
             "findings": {label: _json_probability(p) for label, p in self.findings.items()},
             "positive_findings": list(self.positive),
             "report": self.report,
@@ -187,15 +203,17 @@ class Session:
             return self._fit(task, "Plain language", PLAIN_LANGUAGE_PROMPT, settings.chat_max_new_tokens)
         if task is Task.SUMMARIZE:
             return self._fit(task, "Summarize", SUMMARY_PROMPT, settings.chat_max_new_tokens)
-        budget = settings.chat_max_new_tokens
+        budget, prompt = settings.chat_max_new_tokens, text
         if task is Task.QUESTION and not text and len(add) == 1:
-            text, budget = build_finding_question(add[0]), settings.yes_no_max_new_tokens
+            # RaDialog's wording, with the leading space its evaluation put after "USER: ".
+            prompt, budget = build_finding_question(add[0]), settings.yes_no_max_new_tokens
+            text = prompt.strip()
         if not text:
             raise InputError("the message is empty")
         if self._anchor is None:
             # No report yet: this question becomes the anchor turn and carries the image.
             return self._fit(task, text, self._image_prefix() + text, budget, with_history=False)
-        return self._fit(task, text, text, budget)
+        return self._fit(task, text, prompt, budget)
 
     def run(self, pending: PendingTurn) -> Iterator[str]:
         """Stream the answer's text pieces; the turn is recorded once the generation has finished.
@@ -237,7 +255,6 @@ class Session:
         """The conversation for `prompt`, dropping the oldest context turns until it fits the context."""
         anchor_turn = self._anchor if with_history else None
         context = list(self._context) if anchor_turn is not None else []
-        budget = self.model.config.language_model.max_context - max_new_tokens
         dropped = 0
         while True:
             conversation = Conversation()
@@ -246,13 +263,15 @@ class Session:
                 conversation.add_assistant(turn.answer)
             conversation.add_user(prompt)
             conversation.add_assistant(None)
-            length = self.model.tokenize(conversation).shape[1]
-            if length <= budget:
+            try:
+                self.model.prompt_ids(conversation, max_new_tokens)
                 break
-            if not context:
-                raise InputError(
-                    f"the message does not fit the model's context ({length} tokens, {budget} free): shorten it"
-                )
+            except ContextOverflow as overflow:
+                if not context:
+                    raise InputError(
+                        f"the message does not fit the model's context ({overflow.length} tokens, "
+                        f"{overflow.budget} free): shorten it"
+                    ) from None
             context.pop(0)
             dropped += 1
         if dropped:

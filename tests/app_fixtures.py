@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from app.server import create_app
-from app.worker import ModelWorker
+from radialog.app.server import create_app
+from radialog.app.worker import ModelWorker
 from radialog.model.loading import ModelSource
 
-__all__ = ["tiny_app", "tiny_worker", "xray_bytes"]
+__all__ = ["running_server", "slow_down_streaming", "slow_stream", "tiny_app", "tiny_worker", "xray_bytes"]
 
 EXAMPLE_XRAYS = sorted((Path(__file__).resolve().parents[1] / "app" / "examples").glob("*.png"))
 
@@ -31,3 +36,45 @@ def xray_bytes() -> list[bytes]:
     """Two real NIH ChestX-ray14 radiographs that ship with the app as UI examples."""
     assert len(EXAMPLE_XRAYS) >= 2, "app/examples should hold two example X-rays"
     return [path.read_bytes() for path in EXAMPLE_XRAYS[:2]]
+
+
+def slow_down_streaming(model, monkeypatch, delay_s: float = 0.05) -> None:
+    """The tiny model streams everything in a blink: hand its text out three characters per `delay_s`."""
+    original = model.stream_generate
+
+    def slowed(*args, **kwargs):
+        for piece in original(*args, **kwargs):
+            for start in range(0, len(piece), 3):
+                time.sleep(delay_s)
+                yield piece[start : start + 3]
+
+    monkeypatch.setattr(model, "stream_generate", slowed)
+
+
+@pytest.fixture
+def slow_stream(tiny_model, monkeypatch):
+    slow_down_streaming(tiny_model, monkeypatch)
+
+
+@contextlib.contextmanager
+def running_server(app) -> Iterator[str]:
+    """`app` served by uvicorn on a free local port, in a thread: a real server, with real disconnects."""
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # Long-lived connections (a Gradio client's heartbeat) need not delay the end of a test.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

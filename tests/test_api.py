@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
+import tempfile
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
+import numpy as np
 import pytest
 from app_fixtures import *  # noqa: F403 (pytest fixtures)
+from app_fixtures import running_server, slow_down_streaming
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import app.api
-from app.api import create_api
-from app.studies import StoreSettings, StudyStore
-from app.worker import ModelWorker
+from radialog.app.api import create_api
+from radialog.app.server import ServerSettings, create_app
+from radialog.app.service import MAX_UPLOAD_BYTES
+from radialog.app.studies import StoreSettings, StudyStore
+from radialog.app.uploads import MULTIPART_OVERHEAD
+from radialog.app.worker import ModelWorker
 from radialog.labels import CHEXPERT_LABELS
 from radialog.model.loading import ModelSource
 
@@ -24,7 +34,7 @@ def client(tiny_app) -> TestClient:
         yield client
 
 
-def upload(client: TestClient, data: bytes, name: str = "xray.png", **kwargs):
+def upload(client: TestClient | httpx.Client, data: bytes, name: str = "xray.png", **kwargs):
     return client.post("/v1/studies", files={"file": (name, data, "application/octet-stream")}, **kwargs)
 
 
@@ -121,14 +131,73 @@ def test_bad_uploads_get_4xx_and_the_server_stays_healthy(client, xray_bytes, ch
     assert_healthy(client, xray_bytes[0])
 
 
-def test_oversize_upload_is_refused(client, xray_bytes, monkeypatch):
-    monkeypatch.setattr(app.api, "MAX_UPLOAD_BYTES", 1000)
-    monkeypatch.setattr(app.api, "MULTIPART_OVERHEAD", 10**6)  # past the header check: the read cap answers
-    response = upload(client, xray_bytes[0])
-    assert response.status_code == 413 and "upload limit" in response.json()["detail"]
-    monkeypatch.setattr(app.api, "MULTIPART_OVERHEAD", 0)  # the Content-Length check answers before parsing
-    assert upload(client, xray_bytes[0]).status_code == 413
-    monkeypatch.undo()
+def _chunked_form(note_bytes: int, data: bytes, boundary: str = "radialog") -> Iterator[bytes]:
+    """A `note` field, then the file, sent in pieces with no Content-Length (chunked), as a streaming client would."""
+    yield f'--{boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\n'.encode()
+    for start in range(0, note_bytes, 4096):
+        yield b"x" * min(4096, note_bytes - start)
+    yield f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'.encode()
+    yield data
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+def test_an_upload_over_the_limit_gets_413_however_it_is_sent(tiny_worker):
+    with TestClient(create_api(tiny_worker, StudyStore(), max_upload_bytes=1000)) as client:
+        # The body fits the multipart allowance but the file does not.
+        response = upload(client, b"x" * 1001)
+        assert response.status_code == 413 and "1,000 bytes upload limit" in response.json()["detail"]
+        # No Content-Length, a small file, and a body past the limit: reading stops there.
+        chunked = client.post(
+            "/v1/studies",
+            content=_chunked_form(MULTIPART_OVERHEAD + 2000, b"x" * 10),
+            headers={"content-type": "multipart/form-data; boundary=radialog"},
+        )
+        assert chunked.status_code == 413 and "upload limit" in chunked.json()["detail"]
+        # Within both limits, the size is fine (then the bytes are decoded: not an image).
+        assert upload(client, b"x" * 1000).status_code == 415
+        within = client.post(
+            "/v1/studies",
+            content=_chunked_form(1000, b"x" * 10),
+            headers={"content-type": "multipart/form-data; boundary=radialog"},
+        )
+        assert within.status_code == 415, within.text
+
+
+def test_a_body_declared_over_the_limit_is_refused_unread(client, xray_bytes):
+    # Were the body read, this valid X-ray would make a study (201).
+    declared = str(MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD + 1)
+    response = upload(client, xray_bytes[0], headers={"content-length": declared})
+    assert response.status_code == 413 and "64 MiB upload limit" in response.json()["detail"]
+
+
+def test_an_upload_never_reaches_the_disk(client, monkeypatch):
+    def no_disk(*args, **kwargs):
+        raise AssertionError("an upload was written to a temporary file")
+
+    for name in ["TemporaryFile", "NamedTemporaryFile", "mkstemp"]:  # what a spooled file rolls over to
+        monkeypatch.setattr(tempfile, name, no_disk)
+    noise = np.random.default_rng(0).integers(0, 256, (1100, 1100), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    assert buffer.tell() > 2**20, "over 1 MiB, where Starlette's form parser would spool to disk"
+    response = upload(client, buffer.getvalue())
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status"),
+    [
+        ({"json": {"file": "x"}}, 422),
+        ({"files": {"image": ("x.png", b"abc")}}, 422),
+        ({"files": {"file": (None, b"a plain field, not a file")}}, 422),
+        ({"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=xyz"}}, 400),
+        ({"content": b"--xyz\r\n", "headers": {"content-type": "multipart/form-data"}}, 400),
+    ],
+    ids=["json", "no-file-field", "file-not-a-file", "garbage", "no-boundary"],
+)
+def test_malformed_upload_forms_get_4xx_with_a_message(client, xray_bytes, request_kwargs, status):
+    response = client.post("/v1/studies", **request_kwargs)
+    assert response.status_code == status and isinstance(response.json()["detail"], str), response.text
     assert_healthy(client, xray_bytes[0])
 
 
@@ -165,11 +234,37 @@ def test_full_queue_answers_503_with_retry_after(tiny_model, xray_bytes):
     worker = ModelWorker.from_model(tiny_model, ModelSource(preset="tiny"), max_waiting=0)
     with TestClient(create_api(worker, StudyStore())) as client:
         study_id = upload(client, xray_bytes[0]).json()["id"]
-        with worker.slot():  # another job holds the model and nobody may wait
+        with worker.admit():  # another job holds the model and nobody may wait
             response = client.post(f"/v1/studies/{study_id}/report")
             assert upload(client, xray_bytes[0]).status_code == 503
         assert response.status_code == 503 and response.headers["Retry-After"]
         assert client.post(f"/v1/studies/{study_id}/report").status_code == 200
+
+
+def test_a_client_that_leaves_mid_stream_holds_the_model_only_until_the_answer_is_done(
+    tiny_model, xray_bytes, monkeypatch, request
+):
+    slow_down_streaming(tiny_model, monkeypatch, delay_s=0.01)  # the answer outlasts the client, briefly
+    worker = ModelWorker.from_model(tiny_model, ModelSource(preset="tiny"), max_waiting=0)
+    # The garbage collector would close an abandoned stream some time; the server must not wait for it.
+    gc.disable()
+    request.addfinalizer(gc.enable)
+    # A real server: the test client never tells the app that a client went away.
+    with running_server(create_api(worker, StudyStore())) as url, httpx.Client(base_url=url, timeout=30) as http:
+        files = {"file": ("x.png", xray_bytes[0])}  # a new study needs the model too, and does not stream
+        study_id = http.post("/v1/studies", files=files).json()["id"]
+        with http.stream("POST", f"/v1/studies/{study_id}/report", params={"stream": "true"}) as streamed:
+            next(streamed.iter_text())
+        # The connection is closed: the generation goes on to its end, holding the model meanwhile...
+        assert http.post("/v1/studies", files=files).status_code == 503
+        # ...and then gives it back.
+        deadline = time.monotonic() + 30
+        while (created := http.post("/v1/studies", files=files)).status_code == 503:
+            assert time.monotonic() < deadline, "the model stayed held after the client left"
+            time.sleep(0.1)
+        assert created.status_code == 201, created.text
+        turns = http.get(f"/v1/studies/{study_id}").json()["turns"]
+    assert [t["task"] for t in turns] == ["report"], "the abandoned report was finished and recorded"
 
 
 def test_model_not_loaded_yet(xray_bytes):
@@ -217,6 +312,20 @@ def test_ui_is_mounted(client):
     assert client.get("/", follow_redirects=False).headers["location"] == "/ui/"
     page = client.get("/ui/")
     assert page.status_code == 200 and "RaDialog" in page.text
+
+
+@pytest.mark.slow  # a real server and a Gradio client
+def test_ui_studies_share_the_api_store_and_its_caps(tiny_worker, xray_bytes, tmp_path):
+    from gradio_client import Client, handle_file
+
+    app = create_app(tiny_worker, ServerSettings(store=StoreSettings(max_studies=1)))
+    image = tmp_path / "xray.png"
+    image.write_bytes(xray_bytes[0])
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        api_study = upload(http, xray_bytes[0]).json()["id"]
+        with contextlib.closing(Client(f"{url}/ui/", verbose=False)) as ui:
+            ui.predict(handle_file(str(image)), api_name="/upload")
+        assert http.get(f"/v1/studies/{api_study}").status_code == 404, "the UI's study took the one place"
 
 
 @pytest.mark.slow

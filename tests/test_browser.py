@@ -6,14 +6,13 @@ Upload a real X-ray, generate a report and watch it stream in, ask a follow-up, 
 from __future__ import annotations
 
 import itertools
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from app_fixtures import *  # noqa: F403 (pytest fixtures)
+from app_fixtures import running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 EXAMPLE = Path(__file__).resolve().parents[1] / "app" / "examples" / "00000001_000.png"
@@ -25,41 +24,10 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server_url(tiny_app) -> Iterator[str]:
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(tiny_app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def slow_stream(tiny_model, monkeypatch):
-    """The tiny model streams everything in a blink: hand its text out a few characters at a time."""
-    original = tiny_model.stream_generate
-
-    def slowed(*args, **kwargs):
-        for piece in original(*args, **kwargs):
-            for start in range(0, len(piece), 3):
-                time.sleep(0.05)
-                yield piece[start : start + 3]
-
-    monkeypatch.setattr(tiny_model, "stream_generate", slowed)
+    with running_server(tiny_app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

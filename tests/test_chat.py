@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from pathlib import Path
 
 import pytest
@@ -98,8 +100,12 @@ def test_question_before_report_carries_the_image(session):
 
 def test_finding_question_uses_radialog_wording(session):
     pending = session.prepare(Task.QUESTION, add=["Pleural Effusion"])
-    assert pending.user == "Is there any pleural effusion?"
+    assert pending.user == "Is there any Pleural Effusion?"  # shown without RaDialog's leading space
     assert pending.max_new_tokens == session.model.config.generation.yes_no_max_new_tokens
+    "".join(session.run(session.prepare(Task.REPORT)))
+    after_report = session.prepare(Task.QUESTION, add=["Pleural Effusion"])
+    # After a report the turn reads as RaDialog's evaluation wrote it: two spaces after "USER:".
+    assert after_report.conversation.messages[-2] == ("USER", " Is there any Pleural Effusion?")
 
 
 @pytest.mark.parametrize("task", [Task.CORRECT, Task.PLAIN_LANGUAGE, Task.SUMMARIZE])
@@ -130,7 +136,7 @@ def test_history_drops_oldest_turns_first_and_keeps_the_report(session):
     assert not any(text and text.startswith("question 0:") for _, text in messages), "the oldest turn went first"
     assert messages[-2][1].startswith(f"question {i}:")
     assert session.model.tokenize(pending.conversation).shape[1] <= (
-        session.model.config.language_model.max_context - pending.max_new_tokens
+        session.model.max_context - pending.max_new_tokens
     )
     assert len(session.transcript) == i + 2, "the transcript keeps every turn"
 
@@ -152,3 +158,15 @@ def test_record_is_json(session):
     record = json.loads(json.dumps(session.record("preset:tiny"), allow_nan=False))
     assert record["report"] == session.report and record["model_id"] == "preset:tiny"
     assert set(record["findings"]) == set(session.findings) and record["turns"][0]["task"] == "report"
+
+
+def test_a_session_keeps_the_image_metadata_not_the_pixels(tiny_model, chest_dicom):
+    xray = load_xray(chest_dicom)
+    pixels = weakref.ref(xray.pixels)
+    expected = {"format": "dicom", "window": list(xray.window)}
+    session = Session.start(tiny_model, xray)
+    del xray
+    gc.collect()
+    assert pixels() is None, "the session keeps the decoded pixel array alive"
+    record = json.loads(json.dumps(session.record("preset:tiny")))
+    assert record["image"] == expected, "the record still names the image's format and DICOM window"
