@@ -301,7 +301,7 @@ def _studies_router(service: StudyService, api_token: str | None) -> APIRouter:
 def _study_created(session: Session, model_id: str) -> StudyCreated:
     return StudyCreated(
         id=session.id,
-        findings={label: None if math.isnan(p) else round(p, 4) for label, p in session.findings.items()},
+        findings={label: None if math.isnan(p) else round(p, 4) for label, p in session.probabilities.items()},
         positive_findings=session.positive,
         model=model_id,
         model_name=session.model.config.name,

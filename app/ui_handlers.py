@@ -49,7 +49,9 @@ def findings_table(session: Session | None) -> Rows:
     """All 14 labels, most probable first; labels the classifier cannot predict last, as n/a."""
     if session is None:
         return [[label, "", ""] for label in CHEXPERT_LABELS]
-    rows = sorted(session.findings.items(), key=lambda item: -1.0 if math.isnan(item[1]) else item[1], reverse=True)
+    rows = sorted(
+        session.probabilities.items(), key=lambda item: -1.0 if math.isnan(item[1]) else item[1], reverse=True
+    )
     return [
         [label, "n/a" if math.isnan(p) else f"{p:.3f}", "yes" if label in session.positive else ""] for label, p in rows
     ]

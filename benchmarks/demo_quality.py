@@ -20,7 +20,7 @@ from radialog.labeler import RuleBasedLabeler
 from radialog.labeler.base import POSITIVE
 from radialog.model import RaDialogModel
 from radialog.model.loading import EMBEDDED_CHECKPOINT
-from radialog.synthetic import FINDINGS, SyntheticConfig, iter_samples
+from radialog.synthetic import DRAWN_LABELS, SyntheticConfig, iter_samples
 
 HELD_OUT_SEED = 1
 
@@ -40,7 +40,7 @@ def main() -> None:
         for i, sample in enumerate(tqdm(samples, desc="held-out images")):
             xray = sample.to_xray()
             encoded = model.encode_image(xray)
-            probabilities.append(encoded.findings)
+            probabilities.append(encoded.probabilities)
             positives.append(set(encoded.positive))
             if i < args.reports:
                 labels = labeler.label_report(model.generate_report(xray).report)
@@ -50,7 +50,7 @@ def main() -> None:
     print(f"{args.checkpoint}: {args.images} held-out images, reports for the first {len(read)}\n")
     print("| finding | images with it | classifier AUROC | classifier F1 | report F1 |")
     print("|---|---|---|---|---|")
-    for name in FINDINGS:
+    for name in DRAWN_LABELS:
         y = [name in t for t in truth]
         auroc = roc_auc_score(y, [p[name] for p in probabilities])
         f1 = f1_score(y, [name in p for p in positives], zero_division=0)
@@ -58,8 +58,8 @@ def main() -> None:
         report_cell = "—" if report_f1 is None else f"{report_f1:.2f}"
         print(f"| {name} | {sum(y)} | {auroc:.3f} | {f1:.2f} | {report_cell} |")
     drawn = truth[: len(read)]
-    hits = sum(len(r & set(FINDINGS) & t) for r, t in zip(read, drawn, strict=True))
-    stated = sum(len(r & set(FINDINGS)) for r in read)
+    hits = sum(len(r & set(DRAWN_LABELS) & t) for r, t in zip(read, drawn, strict=True))
+    stated = sum(len(r & set(DRAWN_LABELS)) for r in read)
     micro = 2 * hits / (stated + sum(len(t) for t in drawn)) if read else 0.0
     print(f"\nreports, micro F1 over the drawn findings: {micro:.2f}")
 

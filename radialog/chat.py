@@ -127,8 +127,8 @@ class Session:
 
     # ------------------------------------------------------------------ state
     @property
-    def findings(self) -> dict[str, float]:
-        return self.encoded.findings
+    def probabilities(self) -> dict[str, float]:
+        return self.encoded.probabilities
 
     @property
     def positive(self) -> list[str]:
@@ -155,7 +155,7 @@ class Session:
             "model": self.model.config.name,
             "model_id": model_id or self.model.config.name,
             "image": {"format": self.image.source_format, "window": self.image.window},
-            "findings": {label: _json_probability(p) for label, p in self.findings.items()},
+            "findings": {label: _json_probability(p) for label, p in self.probabilities.items()},
             "positive_findings": list(self.positive),
             "report": self.report,
             "turns": [

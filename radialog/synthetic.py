@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 NO_FINDING = "No Finding"
 SUPPORT_DEVICES = "Support Devices"
 # The findings this generator draws, in the order they are rendered.
-FINDINGS: tuple[str, ...] = (
+DRAWN_LABELS: tuple[str, ...] = (
     "Cardiomegaly",
     "Pleural Effusion",
     "Pneumothorax",
@@ -59,7 +59,7 @@ DEFAULT_FINDING_PROBABILITY = 0.18
 class SyntheticConfig:
     image_size: int = 256
     finding_probability: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(FINDINGS, DEFAULT_FINDING_PROBABILITY)
+        default_factory=lambda: dict.fromkeys(DRAWN_LABELS, DEFAULT_FINDING_PROBABILITY)
     )
     split: tuple[float, float] = (0.8, 0.1)  # train, validate; the rest is test
     # Keep only the N most frequent phrasings per finding (and per normal statement): a small,
@@ -67,9 +67,9 @@ class SyntheticConfig:
     sentences_per_finding: int | None = None
 
     def __post_init__(self) -> None:
-        unknown = set(self.finding_probability) - set(FINDINGS)
+        unknown = set(self.finding_probability) - set(DRAWN_LABELS)
         if unknown:
-            raise ValueError(f"no synthetic rendering for {', '.join(sorted(unknown))}; choose from {FINDINGS}")
+            raise ValueError(f"no synthetic rendering for {', '.join(sorted(unknown))}; choose from {DRAWN_LABELS}")
         if self.image_size < 32:
             raise ValueError("image_size must be at least 32")
 
@@ -110,7 +110,7 @@ class Anatomy:
 
 
 @dataclass(frozen=True)
-class Finding:
+class DrawnFinding:
     """One drawn finding. `side` is in image terms: -1 image left (patient's right), +1 image right, 0 both."""
 
     name: str
@@ -124,11 +124,11 @@ class Finding:
 @dataclass(frozen=True)
 class SyntheticCase:
     anatomy: Anatomy
-    findings: tuple[Finding, ...] = ()
+    drawn: tuple[DrawnFinding, ...] = ()
 
     @property
     def present(self) -> set[str]:
-        return {finding.name for finding in self.findings}
+        return {finding.name for finding in self.drawn}
 
 
 def _uniform(rng: np.random.Generator):
@@ -156,14 +156,14 @@ def sample_anatomy(rng: np.random.Generator, cardiomegaly: bool = False) -> Anat
     )
 
 
-def sample_finding(rng: np.random.Generator, name: str, side: int | None = None) -> Finding:
+def sample_finding(rng: np.random.Generator, name: str, side: int | None = None) -> DrawnFinding:
     """A finding's geometry; `side` None draws one (bilateral for a third of effusions)."""
     if side is None:
         side = 0 if name == "Pleural Effusion" and rng.random() < 0.33 else int(rng.choice((-1, 1)))
     uniform = _uniform(rng)
     if name in ("Lung Opacity", "Consolidation") and side == 0:
         side = int(rng.choice((-1, 1)))  # one patch per image: draw it in one lung
-    return Finding(
+    return DrawnFinding(
         name=name,
         side=side,
         position=(uniform(0.2, 0.8), uniform(0.25, 0.8)),
@@ -215,7 +215,7 @@ def heart_center(anatomy: Anatomy) -> tuple[float, float]:
     return 0.1 * anatomy.body_width, anatomy.diaphragm - 0.2
 
 
-def _device(u: np.ndarray, v: np.ndarray, finding: Finding, anatomy: Anatomy, width: float) -> np.ndarray:
+def _device(u: np.ndarray, v: np.ndarray, finding: DrawnFinding, anatomy: Anatomy, width: float) -> np.ndarray:
     hx, hy = heart_center(anatomy)
     if finding.kind == 2:  # central line: from the subclavian region across, then down into the SVC
         side = finding.side or -1
@@ -276,7 +276,7 @@ def render_case(case: SyntheticCase, size: int = 256) -> np.ndarray:
     air = air * (1 - heart) * (1 - mediastinum)
 
     lesions = np.zeros_like(u)
-    for finding in case.findings:
+    for finding in case.drawn:
         for side, dx, ellipse, lung in lungs_ellipse:
             if finding.side not in (0, side):
                 continue
@@ -324,7 +324,7 @@ def render_case(case: SyntheticCase, size: int = 256) -> np.ndarray:
 
     image = 0.04 + 0.52 * torso - 0.36 * air * (1 - lesions) - 0.1 * hyperlucent * air
     image += vessels * (1 - lesions) + 0.1 * spine + 0.07 * ribs + 0.12 * clavicles + 0.12 * pleural_lines
-    for finding in case.findings:
+    for finding in case.drawn:
         if finding.name == SUPPORT_DEVICES:
             image += 0.35 * _device(u, v, finding, an, edge)
     image = (image - 0.3) * an.contrast + 0.3 + an.brightness + 0.04 * _smooth_noise(rng, size, 4)
@@ -378,17 +378,17 @@ class SentenceBank:
     """Real report sentences sorted by what the labeler reads in them."""
 
     def __init__(self, sentences: Iterable[Sentence]):
-        self.positive: dict[str, list[Sentence]] = {name: [] for name in FINDINGS}
-        self.negating: dict[str, list[Sentence]] = {name: [] for name in FINDINGS}
+        self.positive: dict[str, list[Sentence]] = {name: [] for name in DRAWN_LABELS}
+        self.negating: dict[str, list[Sentence]] = {name: [] for name in DRAWN_LABELS}
         self.normal: list[Sentence] = []
         for sentence in sentences:
             if len(sentence.positive) == 1 and (name := next(iter(sentence.positive))) in self.positive:
                 self.positive[name].append(sentence)
             elif not sentence.positive:
                 self.normal.append(sentence)
-                for name in sentence.negative & set(FINDINGS):
+                for name in sentence.negative & set(DRAWN_LABELS):
                     self.negating[name].append(sentence)
-        empty = [name for name in FINDINGS if not self.positive[name]]
+        empty = [name for name in DRAWN_LABELS if not self.positive[name]]
         if empty or not self.normal:
             raise ValueError(
                 f"the report sentences hold no usable sentence for {', '.join(empty) or 'normal findings'}"
@@ -417,7 +417,7 @@ class SentenceBank:
     def restricted(self, per_list: int) -> SentenceBank:
         """The `per_list` most frequent sentences of each finding (stating, negating) and of the normal ones."""
         kept = [*self.normal[:per_list]]
-        for name in FINDINGS:
+        for name in DRAWN_LABELS:
             kept += self.positive[name][:per_list] + self.negating[name][:per_list]
         return SentenceBank(dict.fromkeys(kept))
 
@@ -455,7 +455,7 @@ def write_report(
     present = set(present)
     chosen: dict[str, Sentence] = {}
     sentences: list[Sentence] = []
-    for name in FINDINGS:
+    for name in DRAWN_LABELS:
         if name in present:
             sentence = _pick(rng, bank.positive[name], present)
             if sentence is None:
@@ -463,7 +463,7 @@ def write_report(
             chosen[name] = sentence
             sentences.append(sentence)
     negated: set[str] = set()
-    for name in FINDINGS:
+    for name in DRAWN_LABELS:
         if name in present or name in negated or name == SUPPORT_DEVICES or not bank.negating[name]:
             continue
         sentence = _pick(rng, bank.negating[name], present)
@@ -477,7 +477,7 @@ def write_report(
             negated |= sentence.negative
     order = rng.permutation(len(sentences))  # shuffle, then keep report order between topics
     sentences = sorted((sentences[i] for i in order), key=lambda s: s.order)
-    return " ".join(s.text for s in sentences), chosen, negated & set(FINDINGS) - present
+    return " ".join(s.text for s in sentences), chosen, negated & set(DRAWN_LABELS) - present
 
 
 def case_labels(present: set[str], negated: set[str]) -> dict[str, int | None]:
@@ -515,12 +515,12 @@ class SyntheticSample:
 def generate_sample(index: int, seed: int, config: SyntheticConfig, bank: SentenceBank) -> SyntheticSample:
     """Sample `index` of the data set `seed`: its own random stream, so any subset is reproducible alone."""
     rng = np.random.default_rng([seed, index])
-    present = {name for name in FINDINGS if rng.random() < config.finding_probability.get(name, 0.0)}
+    present = {name for name in DRAWN_LABELS if rng.random() < config.finding_probability.get(name, 0.0)}
     report, chosen, negated = write_report(rng, bank, present)
     anatomy = sample_anatomy(rng, cardiomegaly="Cardiomegaly" in present)
     # Findings go on the side their sentence names ("small left pleural effusion").
-    findings = tuple(sample_finding(rng, name, chosen[name].side) for name in FINDINGS if name in present)
-    case = SyntheticCase(anatomy, findings)
+    drawn = tuple(sample_finding(rng, name, chosen[name].side) for name in DRAWN_LABELS if name in present)
+    case = SyntheticCase(anatomy, drawn)
     draw = rng.random()
     train, validate = config.split
     split = "train" if draw < train else ("validate" if draw < train + validate else "test")

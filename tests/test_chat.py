@@ -135,9 +135,7 @@ def test_history_drops_oldest_turns_first_and_keeps_the_report(session):
     assert IMAGE_PLACEHOLDER in messages[0][1], "the image turn is kept"
     assert not any(text and text.startswith("question 0:") for _, text in messages), "the oldest turn went first"
     assert messages[-2][1].startswith(f"question {i}:")
-    assert session.model.tokenize(pending.conversation).shape[1] <= (
-        session.model.max_context - pending.max_new_tokens
-    )
+    assert session.model.tokenize(pending.conversation).shape[1] <= (session.model.max_context - pending.max_new_tokens)
     assert len(session.transcript) == i + 2, "the transcript keeps every turn"
 
 
@@ -157,7 +155,7 @@ def test_record_is_json(session):
     session.ask(Task.REPORT)
     record = json.loads(json.dumps(session.record("preset:tiny"), allow_nan=False))
     assert record["report"] == session.report and record["model_id"] == "preset:tiny"
-    assert set(record["findings"]) == set(session.findings) and record["turns"][0]["task"] == "report"
+    assert set(record["findings"]) == set(session.probabilities) and record["turns"][0]["task"] == "report"
 
 
 def test_a_session_keeps_the_image_metadata_not_the_pixels(tiny_model, chest_dicom):

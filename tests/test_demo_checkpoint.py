@@ -19,7 +19,7 @@ from radialog.labeler.base import POSITIVE
 from radialog.labeler.rules import RuleBasedLabeler
 from radialog.model import RaDialogModel
 from radialog.model.loading import CHECKPOINT_ENV, EMBEDDED_CHECKPOINT, ModelSource, resolve_source
-from radialog.synthetic import FINDINGS, SyntheticConfig, iter_samples
+from radialog.synthetic import DRAWN_LABELS, SyntheticConfig, iter_samples
 
 HELD_OUT_SEED = 1
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "app" / "examples"
@@ -64,8 +64,8 @@ def test_the_demo_checkpoint_is_small_and_stored_in_float16():
 
 def test_demo_classifier_tells_drawn_findings_apart_on_unseen_images(demo_model, held_out):
     with torch.no_grad():
-        probabilities = [demo_model.encode_image(sample.to_xray()).findings for sample in held_out]
-    for name in FINDINGS:
+        probabilities = [demo_model.encode_image(sample.to_xray()).probabilities for sample in held_out]
+    for name in DRAWN_LABELS:
         truth = [name in sample.case.present for sample in held_out]
         scores = [p[name] for p in probabilities]
         assert 0 < sum(truth) < len(truth), f"no contrast for {name} in the held-out images"
@@ -83,7 +83,7 @@ def test_saved_adapters_name_the_configured_base_model_not_a_local_path(demo_mod
 def test_demo_finds_what_is_drawn_in_the_ui_examples(demo_model, name):
     with torch.no_grad():
         encoded = demo_model.encode_image(load_xray(EXAMPLES_DIR / name))
-    assert set(encoded.positive) & set(FINDINGS) == SYNTHETIC_EXAMPLES[name]
+    assert set(encoded.positive) & set(DRAWN_LABELS) == SYNTHETIC_EXAMPLES[name]
 
 
 def test_demo_reports_state_the_drawn_findings(demo_model, held_out):
@@ -93,7 +93,7 @@ def test_demo_reports_state_the_drawn_findings(demo_model, held_out):
     for sample in samples:
         report = demo_model.generate_report(sample.to_xray()).report
         read = {name for name, value in labeler.label_report(report).items() if value == POSITIVE}
-        read &= set(FINDINGS)
+        read &= set(DRAWN_LABELS)
         true_positive += len(read & sample.case.present)
         predicted += len(read)
         actual += len(sample.case.present)

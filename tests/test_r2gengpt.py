@@ -71,7 +71,7 @@ def test_prompt_wording_and_49_image_positions(model, chest_dicom):
     from radialog.imaging import load_xray
 
     encoded = model.encode_image(load_xray(chest_dicom))
-    assert encoded.image_embeds.shape == (1, 49, 64) and encoded.findings == {}
+    assert encoded.image_embeds.shape == (1, 49, 64) and encoded.probabilities == {}
     conversation = model.report_conversation(encoded)
     assert model.render_prompt(conversation) == PROMPT
     ids = model.tokenize(conversation)

@@ -41,7 +41,7 @@ def test_a_new_study_is_stored_and_shows_the_image_the_model_read(service, xray_
     study = service.create_study(xray_bytes[0])
     assert service.get(study.session.id) is study.session and len(service.store) == 1
     assert study.xray.to_pil().mode == "L"
-    assert set(study.session.findings) == set(CHEXPERT_LABELS)
+    assert set(study.session.probabilities) == set(CHEXPERT_LABELS)
 
 
 def test_an_upload_over_the_limit_is_refused_before_decoding(worker, xray_bytes):

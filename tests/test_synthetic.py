@@ -12,9 +12,9 @@ from radialog.cli import main
 from radialog.data import read_manifest
 from radialog.labeler import RuleBasedLabeler
 from radialog.synthetic import (
-    FINDINGS,
+    DRAWN_LABELS,
     NO_FINDING,
-    Finding,
+    DrawnFinding,
     SentenceBank,
     SyntheticCase,
     SyntheticConfig,
@@ -55,7 +55,7 @@ def test_effusion_brightens_the_lung_base():
     for seed in range(5):
         case = _upright(seed)
         an = case.anatomy
-        effusion = dataclasses.replace(case, findings=(Finding("Pleural Effusion", side=-1, size=0.5),))
+        effusion = dataclasses.replace(case, drawn=(DrawnFinding("Pleural Effusion", side=-1, size=0.5),))
         # The image-left lung base, just above the lateral diaphragm.
         rows = slice(_row(an.diaphragm - 0.2), _row(an.diaphragm - 0.02))
         cols = slice(_row(-an.lung_center - 0.5 * an.lung_half_width), _row(-an.lung_center + 0.5 * an.lung_half_width))
@@ -91,8 +91,8 @@ def test_cardiomegaly_widens_the_silhouette():
 def test_pneumothorax_and_device_change_the_image():
     case = _upright(3)
     base = render_case(case, SIZE).astype(float)
-    for finding in (Finding("Pneumothorax", side=1, size=0.2), Finding("Support Devices", kind=0)):
-        changed = render_case(dataclasses.replace(case, findings=(finding,)), SIZE).astype(float)
+    for finding in (DrawnFinding("Pneumothorax", side=1, size=0.2), DrawnFinding("Support Devices", kind=0)):
+        changed = render_case(dataclasses.replace(case, drawn=(finding,)), SIZE).astype(float)
         assert np.abs(changed - base).max() > 40
 
 
@@ -103,9 +103,9 @@ def test_report_labels_match_the_image(bank):
     agree = 0
     for sample in samples:
         read = labeler.label_report(sample.report)
-        agree += all((read[name] == 1) == (sample.labels[name] == 1) for name in (*FINDINGS, NO_FINDING))
+        agree += all((read[name] == 1) == (sample.labels[name] == 1) for name in (*DRAWN_LABELS, NO_FINDING))
     assert agree >= 0.95 * len(samples)
-    normal = sum(sample.labels[NO_FINDING] == 1 and not sample.case.findings for sample in samples)
+    normal = sum(sample.labels[NO_FINDING] == 1 and not sample.case.drawn for sample in samples)
     assert 0.2 < normal / len(samples) < 0.4  # ~30% without any finding
 
 

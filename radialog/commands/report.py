@@ -24,12 +24,12 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     result = model.generate_report(xray, max_new_tokens=args.max_new_tokens)
     # NaN (a label the classifier cannot predict) is not valid JSON: it becomes null.
-    findings = {label: None if math.isnan(p) else round(p, 4) for label, p in result.findings.items()}
+    probabilities = {label: None if math.isnan(p) else round(p, 4) for label, p in result.probabilities.items()}
     if args.json:
-        print(json.dumps({"findings": findings, "report": result.report}))
+        print(json.dumps({"findings": probabilities, "report": result.report}))
         return 0
     print("Predicted findings (probability):")
-    for label, p in sorted(findings.items(), key=lambda item: -1.0 if item[1] is None else item[1], reverse=True):
+    for label, p in sorted(probabilities.items(), key=lambda item: -1.0 if item[1] is None else item[1], reverse=True):
         mark = "*" if p is not None and p > model.config.classifier.threshold else " "
         print(f"  {mark} {label:<28} {'n/a' if p is None else f'{p:.3f}'}")
     print("\nReport:\n" + result.report)

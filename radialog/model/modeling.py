@@ -89,7 +89,7 @@ class EncodedImage:
     """Everything the conversation needs from one image, computed once per study."""
 
     image_embeds: torch.Tensor  # (1, num_image_tokens, llm_hidden)
-    findings: dict[str, float]  # label → probability (NaN where the classifier has no output; {} without one)
+    probabilities: dict[str, float]  # label → classifier probability (NaN: no output for it; {}: no classifier)
     positive: list[str]  # labels above the classifier threshold, CheXpert order
 
     @property
@@ -99,7 +99,7 @@ class EncodedImage:
 
 @dataclass
 class ReportResult:
-    findings: dict[str, float]
+    probabilities: dict[str, float]
     report: str
 
 
@@ -299,14 +299,16 @@ class RaDialogModel(nn.Module):
     def encode_image(self, xray: XRay) -> EncodedImage:
         image = xray.to_pil()
         pixels = preprocess(image, self.config.image_encoder.processor)[None].to(self.device, self.dtype)
-        findings: dict[str, float] = {}
+        probabilities: dict[str, float] = {}
         positive: list[str] = []
         if self.classifier is not None:
             classifier_pixels = preprocess(image, self.config.classifier.image_encoder.processor)[None]
             probs = self.classifier.probabilities(classifier_pixels.to(self.device, self.dtype))[0].float().cpu()
-            findings = dict(zip(CHEXPERT_LABELS, probs.tolist(), strict=True))
-            positive = positive_findings(findings, self.config.classifier.threshold)
-        return EncodedImage(image_embeds=self.get_image_features(pixels), findings=findings, positive=positive)
+            probabilities = dict(zip(CHEXPERT_LABELS, probs.tolist(), strict=True))
+            positive = positive_findings(probabilities, self.config.classifier.threshold)
+        return EncodedImage(
+            image_embeds=self.get_image_features(pixels), probabilities=probabilities, positive=positive
+        )
 
     # ------------------------------------------------------------------ text path
     def render_prompt(self, conversation: Conversation, add_generation_prompt: bool = True) -> str:
@@ -477,7 +479,7 @@ class RaDialogModel(nn.Module):
             max_new_tokens or settings.report_max_new_tokens,
             settings.report_min_new_tokens,
         )
-        return ReportResult(findings=encoded.findings, report=report)
+        return ReportResult(probabilities=encoded.probabilities, report=report)
 
 
 def cast_floating(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
