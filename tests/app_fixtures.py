@@ -12,10 +12,21 @@ from pathlib import Path
 import pytest
 
 from radialog.app.server import create_app
+from radialog.app.service import StudyService
+from radialog.app.studies import StudyStore
 from radialog.app.worker import ModelWorker
 from radialog.model.loading import ModelSource
 
-__all__ = ["running_server", "slow_down_streaming", "slow_stream", "tiny_app", "tiny_worker", "xray_bytes"]
+__all__ = [
+    "running_server",
+    "service",
+    "slow_down_streaming",
+    "slow_stream",
+    "tiny_app",
+    "tiny_worker",
+    "worker",
+    "xray_bytes",
+]
 
 EXAMPLE_XRAYS = sorted((Path(__file__).resolve().parents[1] / "app" / "examples").glob("*.png"))
 
@@ -29,6 +40,17 @@ def tiny_worker(tiny_model) -> ModelWorker:
 def tiny_app(tiny_worker):
     """The full app (API and mounted UI), as `radialog serve --preset tiny` runs it."""
     return create_app(tiny_worker)
+
+
+@pytest.fixture
+def worker(tiny_model) -> ModelWorker:
+    """Nobody may wait for the model: a job that still holds it makes the next `admit()` fail at once."""
+    return ModelWorker.from_model(tiny_model, ModelSource(preset="tiny"), max_waiting=0)
+
+
+@pytest.fixture
+def service(worker) -> StudyService:
+    return StudyService(worker, StudyStore())
 
 
 @pytest.fixture(scope="session")

@@ -13,18 +13,6 @@ from radialog.app.worker import ModelWorker, QueueFull
 from radialog.chat import Task
 from radialog.errors import ImageLoadError, InputError
 from radialog.labels import CHEXPERT_LABELS
-from radialog.model.loading import ModelSource
-
-
-@pytest.fixture
-def worker(tiny_model) -> ModelWorker:
-    """Nobody may wait for the model: a job that still holds it makes the next `admit()` fail at once."""
-    return ModelWorker.from_model(tiny_model, ModelSource(preset="tiny"), max_waiting=0)
-
-
-@pytest.fixture
-def service(worker) -> StudyService:
-    return StudyService(worker, StudyStore())
 
 
 def assert_model_free(worker: ModelWorker) -> None:

@@ -14,20 +14,8 @@ from PIL import Image
 from radialog.app.service import StudyService
 from radialog.app.studies import StoreSettings, StudyNotFound, StudyStore
 from radialog.app.ui_handlers import on_apply_edit, on_export, on_task, on_upload
-from radialog.app.worker import ModelWorker
 from radialog.chat import Task
 from radialog.labels import CHEXPERT_LABELS
-from radialog.model.loading import ModelSource
-
-
-@pytest.fixture
-def worker(tiny_model) -> ModelWorker:
-    return ModelWorker.from_model(tiny_model, ModelSource(preset="tiny"), max_waiting=0)
-
-
-@pytest.fixture
-def service(worker) -> StudyService:
-    return StudyService(worker, StudyStore())
 
 
 @pytest.fixture
