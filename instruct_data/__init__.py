@@ -1,6 +1,6 @@
 """RaDialog's instruct data: report generation, correction, CheXpert QA and teacher-written tasks."""
 
-from instruct_data.builder import (
+from radialog.instruct_data.builder import (
     TASKS,
     InstructConfig,
     InstructResult,
@@ -8,7 +8,7 @@ from instruct_data.builder import (
     read_predictions,
     write_instruct_data,
 )
-from instruct_data.teacher import Teacher, TeacherConfig
+from radialog.instruct_data.teacher import Teacher, TeacherConfig
 
 __all__ = [
     "TASKS",

@@ -9,6 +9,10 @@ As in RaDialog's `data/create_data.py`:
 - Multi-turn samples open with the report request answered by a report (the reference, or the
   wrong report for CO), then the task's question and its answer. Only the last answer is a training
   target, as in RaDialog: earlier assistant turns carry `"train": false`.
+
+The report request is stored as what it asks (`radialog.training.conversations.report_request`: the
+predicted findings text), not as prompt text: the trainer renders it in the prompt of the model it
+trains, so the same file trains RaDialog and R2GenGPT.
 """
 
 from __future__ import annotations
@@ -21,16 +25,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from instruct_data import templates
-from instruct_data.correction import NO_FINDING, SentencePool, make_correction
-from instruct_data.teacher import Teacher, TeacherConfig
 from radialog.data import ManifestRecord
 from radialog.data.manifest import check_labels
 from radialog.errors import InputError
+from radialog.instruct_data import templates
+from radialog.instruct_data.correction import NO_FINDING, SentencePool, make_correction
+from radialog.instruct_data.teacher import Teacher, TeacherConfig
 from radialog.jsonl import iter_jsonl
 from radialog.labeler.base import ReportLabeler
 from radialog.labels import CHEXPERT_LABELS
-from radialog.prompts import build_report_prompt, format_findings
+from radialog.prompts import format_findings
+from radialog.training.conversations import report_request
 
 logger = logging.getLogger(__name__)
 
@@ -80,24 +85,18 @@ def _message(role: str, content: str, train: bool = True) -> dict:
     return message
 
 
-def _sample(record: ManifestRecord, task: str, text: str, messages: list[dict], key: str = "") -> dict:
-    return {
-        "id": f"{record.id}:{task}{key}",
-        "image": record.image,
-        "task": task,
-        "findings_text": text,
-        "messages": messages,
-    }
+def _sample(record: ManifestRecord, task: str, messages: list[dict], key: str = "") -> dict:
+    return {"id": f"{record.id}:{task}{key}", "image": record.image, "task": task, "messages": messages}
 
 
 def _follow_up(record: ManifestRecord, task: str, text: str, report: str, question: str, answer: str | None) -> dict:
     messages = [
-        _message("user", build_report_prompt(text)),
+        report_request(text),
         _message("assistant", report, train=False),
         _message("user", question),
         _message("assistant", answer or ""),
     ]
-    return _sample(record, task, text, messages)
+    return _sample(record, task, messages)
 
 
 def _chexpert_qa(record: ManifestRecord, task: str, text: str, rng: random.Random) -> dict:
@@ -132,8 +131,8 @@ def build_instruct_data(
     samples: list[dict] = []
     for repeat, index in enumerate(stratified_indices(records, rng)):
         record = records[index]
-        messages = [_message("user", build_report_prompt(texts[record.id])), _message("assistant", record.findings)]
-        samples.append(_sample(record, "RG", texts[record.id], messages, key=f":{repeat}"))
+        messages = [report_request(texts[record.id]), _message("assistant", record.findings)]
+        samples.append(_sample(record, "RG", messages, key=f":{repeat}"))
 
     order = list(range(len(records)))
     rng.shuffle(order)

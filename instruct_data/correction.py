@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from instruct_data import templates
+from radialog.instruct_data import templates
 from radialog.labeler.base import ReportLabeler
 from radialog.labels import CHEXPERT_LABELS
 

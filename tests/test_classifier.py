@@ -13,11 +13,6 @@ from radialog.model.classifier import positive_findings
 from radialog.prompts import format_findings
 
 
-def test_labels_are_radialogs_14_in_order():
-    assert CHEXPERT_LABELS[0] == "No Finding" and CHEXPERT_LABELS[-1] == "Support Devices"
-    assert len(CHEXPERT_LABELS) == 14 and CHEXPERT_LABELS[10] == "Pleural Effusion"
-
-
 def test_radialog_classifier_head_shapes_match_the_released_one():
     model = FindingsClassifier(FindingsClassifierConfig())
     assert model.fc1.weight.shape == (512, 2048)  # 128 channels × (16 / 4)² pooled cells
@@ -55,6 +50,26 @@ def test_torchxrayvision_backend_loads_local_weights_and_marks_missing_labels(tm
     by_label = dict(zip(CHEXPERT_LABELS, probs.tolist(), strict=True))
     assert all(math.isnan(by_label[label]) for label in ("No Finding", "Pleural Other", "Support Devices"))
     assert not math.isnan(by_label["Pleural Effusion"]) and not math.isnan(by_label["Cardiomegaly"])
+
+
+def test_torchxrayvision_outputs_land_on_the_matching_labels_as_logits():
+    """xrv's DenseNet orders its 18 outputs its own way ("Effusion" among them): each must reach our label."""
+    import torchxrayvision as xrv
+
+    model = XRVFindingsClassifier(FindingsClassifierConfig(backend="torchxrayvision")).eval()
+    slot = {name: i for i, name in enumerate(xrv.datasets.default_pathologies)}
+    with torch.no_grad():  # every output but Effusion's and Cardiomegaly's strongly negative, whatever the image
+        model.model.classifier.weight.zero_()
+        model.model.classifier.bias.fill_(-10.0)
+        model.model.classifier.bias[slot["Effusion"]] = 3.0
+        model.model.classifier.bias[slot["Cardiomegaly"]] = 1.0
+        logits = model(torch.rand(2, 3, 224, 224))
+        probs = model.probabilities(torch.rand(2, 3, 224, 224))
+    assert logits.shape == (2, 14)
+    by_label = dict(zip(CHEXPERT_LABELS, logits[0].tolist(), strict=True))
+    assert by_label["Pleural Effusion"] == pytest.approx(3.0) and by_label["Cardiomegaly"] == pytest.approx(1.0)
+    assert by_label["Edema"] == pytest.approx(-10.0) and math.isnan(by_label["No Finding"])
+    torch.testing.assert_close(probs, torch.sigmoid(logits), equal_nan=True)  # the same mapping
 
 
 def test_torchxrayvision_backend_reports_missing_weights(tmp_path):

@@ -7,14 +7,20 @@ import json
 import pytest
 import torch
 
-from instruct_data.builder import InstructConfig, build_instruct_data, read_predictions, stratified_indices
-from instruct_data.correction import SentencePool, make_correction
-from instruct_data.teacher import TeacherConfig
 from radialog.cli import main
 from radialog.data import ManifestRecord, write_manifest
+from radialog.instruct_data.builder import (
+    InstructConfig,
+    build_instruct_data,
+    read_predictions,
+    stratified_indices,
+)
+from radialog.instruct_data.correction import SentencePool, make_correction
+from radialog.instruct_data.teacher import TeacherConfig
 from radialog.labeler import RuleBasedLabeler
 from radialog.labels import CHEXPERT_LABELS
-from radialog.prompts import NUM_IMAGE_TOKENS, build_report_prompt
+from radialog.prompts import IMAGE_PLACEHOLDER, format_findings
+from radialog.training.conversations import report_request
 
 REPORTS = [
     ("The heart is enlarged. The lungs are clear. No pleural effusion.", ["Cardiomegaly"]),
@@ -39,15 +45,18 @@ def _records(n: int = 60) -> list[ManifestRecord]:
 
 
 def test_tasks_and_conversation_format():
-    result = build_instruct_data(_records(), RuleBasedLabeler(), InstructConfig(seed=1))
+    records = {r.id: r for r in _records()}
+    result = build_instruct_data(list(records.values()), RuleBasedLabeler(), InstructConfig(seed=1))
     tasks = {s["task"] for s in result.samples}
     assert tasks == {"RG", "CO", "CPbQA", "CPaQA"}
     assert result.stats["skipped"]["RQA/EL/SU (no teacher model)"] > 0
     assert sum(result.stats["tasks"].values()) == result.stats["samples"] == len(result.samples)
     for sample in result.samples:
         first = sample["messages"][0]
-        assert first == {"role": "user", "content": build_report_prompt(sample["findings_text"])}
-        assert first["content"].count("<IMG>") == NUM_IMAGE_TOKENS
+        # The report request is stored as what it asks: each model renders it in its own prompt.
+        assert first == report_request(format_findings(records[sample["id"].split(":")[0]].positive_labels()))
+        assert IMAGE_PLACEHOLDER not in json.dumps(sample)
+        assert all("content" in m for m in sample["messages"][1:])  # every later turn is plain text
         assert [m["role"] for m in sample["messages"]] == ["user", "assistant"] * (len(sample["messages"]) // 2)
         assert sample["image"].startswith("images/r") and not sample["image"].endswith(("9.png",))
         if sample["task"] != "RG":
@@ -111,7 +120,7 @@ def test_predictions_override_findings_text(tmp_path):
     predictions = tmp_path / "pred.jsonl"
     predictions.write_text("".join(json.dumps({"id": f"r{i}", "labels": {"Edema": 1}}) + "\n" for i in range(60)))
     result = build_instruct_data(_records(), RuleBasedLabeler(), predictions=read_predictions(predictions))
-    assert {s["findings_text"] for s in result.samples} == {"edema"}
+    assert {s["messages"][0]["findings_text"] for s in result.samples} == {"edema"}
 
 
 def test_teacher_answers_rqa_el_su(tmp_path):

@@ -1,7 +1,8 @@
 """CheXpert findings classifiers: RaDialog's BioViL-T + MLP head, or torchxrayvision's DenseNet.
 
-Both map a preprocessed image batch to 14 probabilities in `CHEXPERT_LABELS` order; a label the
-backend cannot predict is NaN.
+Both map a preprocessed image batch to 14 logits (`forward`, what training's BCE reads) and
+probabilities (`probabilities`) in `CHEXPERT_LABELS` order; a label the backend cannot predict is NaN
+in both.
 """
 
 from __future__ import annotations
@@ -77,11 +78,14 @@ class XRVFindingsClassifier(nn.Module):
         gray = nn.functional.interpolate(gray, size=(224, 224), mode="bilinear", align_corners=False, antialias=True)
         return gray * 2048.0 - 1024.0
 
-    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) → (B, 14) logits; NaN for the labels the DenseNet has no output for."""
         logits = self.model(self.to_xrv_input(image))
-        probs = torch.sigmoid(logits)
-        nan = torch.full_like(probs[:, :1], math.nan)
-        return torch.cat([probs[:, i : i + 1] if i >= 0 else nan for i in self._slots], dim=1)
+        nan = torch.full_like(logits[:, :1], math.nan)
+        return torch.cat([logits[:, i : i + 1] if i >= 0 else nan for i in self._slots], dim=1)
+
+    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.forward(image))  # NaN stays NaN
 
 
 def build_findings_classifier(config: FindingsClassifierConfig) -> FindingsClassifier | XRVFindingsClassifier:

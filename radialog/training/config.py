@@ -8,11 +8,17 @@ data:
   instruct: data/instruct.jsonl      # optional: stage 2 trains on these conversations instead
 stages: [classifier, alignment, language]
 classifier: {max_steps: 200, batch_size: 32, lr: 1.0e-3}
-alignment:  {max_steps: 200, batch_size: 32, lr: 1.0e-4}
+alignment:  {max_steps: 200, batch_size: 32, lr: 1.0e-4, embed_dim: 256, max_text_tokens: 128}
 language:   {max_steps: 400, batch_size: 16, lr: 3.0e-4, llm: lora, vision: frozen}
 mixed_precision: "no"         # bf16 on GPUs that support it
+dtype: float32                # bfloat16 (with mixed_precision: bf16) halves the frozen weights' memory
 gradient_accumulation_steps: 1
 ```
+
+Every stage also takes `warmup_steps`, `weight_decay`, `max_length` and `max_grad_norm` (null: no clipping).
+
+The model is loaded and stored in `dtype`; what a stage trains is float32 while it trains (master weights,
+`loop.to_float32`). A half `dtype` needs the matching `mixed_precision` (docs/training.md, "Precision").
 
 The language stage's `llm` and `vision` settings give R2GenGPT's three modes (`R2GENGPT_MODES`): shallow
 `{vision: frozen, llm: frozen}`, delta `{vision: lora, llm: frozen}` (LoRA r 16 / alpha 16 on the Swin's
@@ -26,9 +32,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from radialog.errors import InputError
+from radialog.model.loading import DTYPES
 
 STAGES = ("classifier", "alignment", "language")
 LLM_MODES = ("lora", "full", "frozen")
@@ -38,6 +46,8 @@ R2GENGPT_MODES = {
     "delta": {"vision": "lora", "llm": "frozen"},
     "deep": {"vision": "full", "llm": "frozen"},
 }
+# The accelerate mixed precision each half storage dtype needs.
+HALF_DTYPE_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
 
 
 @dataclass
@@ -57,6 +67,11 @@ class StageConfig:
     warmup_steps: int = 10
     weight_decay: float = 0.05
     max_length: int = 600  # token cutoff for conversations (RaDialog: 600 report, 800 instruct)
+    max_grad_norm: float | None = 1.0  # gradient clipping (None: none)
+    # Alignment stage: width of the ITC embedding space (BLIP-2: 256) and the report-token cutoff of the
+    # Q-Former's text branch.
+    embed_dim: int = 256
+    max_text_tokens: int = 128
     llm: str = "lora"  # language stage: train LoRA (RaDialog), the full LLM (random test models), or neither
     # Language stage, image side: frozen (its outputs cached), LoRA on the encoder's attention, or the
     # whole encoder and alignment module trained.
@@ -70,6 +85,8 @@ class StageConfig:
             raise InputError(f"vision must be one of {VISION_MODES}, got {self.vision!r}")
         if isinstance(self.vision_lora, dict):  # from YAML
             self.vision_lora = VisionLora(**self.vision_lora)
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise InputError(f"max_grad_norm must be positive (or null for no clipping), got {self.max_grad_norm}")
 
     @property
     def train_vision(self) -> bool:
@@ -96,6 +113,7 @@ class TrainConfig:
     alignment: StageConfig = field(default_factory=lambda: StageConfig(lr=1e-4, batch_size=32))
     language: StageConfig = field(default_factory=lambda: StageConfig(lr=3e-4, batch_size=16))
     mixed_precision: str = "no"
+    dtype: str = "float32"  # the model's storage dtype; trained parameters are float32 while trained
     gradient_accumulation_steps: int = 1
     seed: int = 0
     checkpoint_every: int = 100
@@ -108,9 +126,21 @@ class TrainConfig:
             raise InputError(f"unknown stages {unknown}; choose from {STAGES}")
         if self.checkpoint is not None:
             self.preset = None
+        if self.dtype not in DTYPES:
+            raise InputError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        needed = HALF_DTYPE_PRECISION.get(self.dtype)
+        if needed is not None and self.mixed_precision != needed:
+            raise InputError(
+                f"dtype {self.dtype} needs mixed_precision {needed!r} (got {self.mixed_precision!r}): "
+                "the half frozen weights and the float32 trained ones meet only under autocast"
+            )
 
     def stage(self, name: str) -> StageConfig:
         return getattr(self, name)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
@@ -122,8 +152,12 @@ class TrainConfig:
             raise InputError("the training config needs a `data:` section with a `manifest`")
         values = dict(raw)
         values["data"] = DataConfig(**raw["data"])
+        stage_keys = {f.name for f in fields(StageConfig)}
         for stage in STAGES:
             if stage in raw:
+                extra = sorted(set(raw[stage]) - stage_keys)
+                if extra:
+                    raise InputError(f"unknown keys in the {stage} section: {extra}")
                 values[stage] = StageConfig(**{**_stage_defaults(cls, stage), **raw[stage]})
         if "stages" in raw:
             values["stages"] = tuple(raw["stages"])

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
+from radialog.errors import InputError
 from radialog.imaging import ImageProcessorConfig, XRay, load_xray, preprocess
 from radialog.labels import CHEXPERT_LABELS
 from radialog.prompts import format_findings
+from radialog.training.conversations import REPORT_REQUEST, ConversationSample, report_request
 from radialog.training.tokenization import IGNORE_INDEX, encode_conversation
+
+if TYPE_CHECKING:
+    from radialog.model.modeling import RaDialogModel
+
+logger = logging.getLogger(__name__)
 
 
 def label_targets(labels: dict[str, int | None] | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,27 +91,62 @@ def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def report_messages(model, record: Any) -> list[dict[str, str]]:
-    """The report-generation sample: the model's report prompt with the record's findings → its findings section."""
-    return [
-        {"role": "user", "content": model.report_prompt(format_findings(record.positive_labels()))},
+def report_sample(record: Any, image_index: int) -> ConversationSample:
+    """The report-generation sample: the report request with the record's findings → its findings section."""
+    messages = [
+        report_request(format_findings(record.positive_labels())),
         {"role": "assistant", "content": record.findings},
     ]
+    return ConversationSample(record.id, messages, image_index)
 
 
 class ConversationDataset(Dataset):
-    """Tokenised conversations, each tied to one image (by `image_index` into an image table)."""
+    """Tokenised conversations, each tied to one image (by `image_index` into an image table).
 
-    def __init__(
-        self, model, conversations: Sequence[list[dict[str, str]]], image_index: Sequence[int], max_length: int
-    ):
+    A prompt's image positions must be as many as the model reads (or none, for a text-only sample):
+    anything else is a sample written for another model, and an `InputError` names it. Samples are cut
+    at `max_length` tokens; one that the cut leaves without an answer token to learn, or with part of
+    its image, is left out and counted in a warning: real data sets have a few overlong reports, and a
+    run should not fail on them, nor lose them unnoticed.
+    """
+
+    def __init__(self, model: RaDialogModel, samples: Sequence[ConversationSample], max_length: int) -> None:
         self.items = []
-        for messages, index in zip(conversations, image_index, strict=True):
-            input_ids, labels = encode_conversation(model, messages, max_length)
+        cut: list[str] = []
+        shortened = 0
+        for sample in samples:
+            try:
+                input_ids, labels = encode_conversation(model, sample.messages)
+            except InputError as err:
+                raise InputError(f"{sample.name}: {err}") from err
             n_image = int((input_ids == model.image_token_id).sum())
             if n_image not in (0, model.num_image_tokens):
-                continue  # cut inside the placeholders by max_length: unusable
-            self.items.append((input_ids, labels, index, n_image > 0))
+                raise InputError(
+                    f"{sample.name}: the prompt has {n_image} image positions, the {model.config.name} model reads "
+                    f"{model.num_image_tokens}; store the image turn as a report request "
+                    f'({{"request": "{REPORT_REQUEST}", ...}}, as `radialog make-instruct` does), not as prompt text'
+                )
+            if not (labels != IGNORE_INDEX).any():
+                raise InputError(f"{sample.name}: no assistant answer to train on")
+            shortened += len(input_ids) > max_length
+            input_ids, labels = input_ids[:max_length], labels[:max_length]
+            n_kept = int((input_ids == model.image_token_id).sum())
+            if n_kept not in (0, n_image) or not (labels != IGNORE_INDEX).any():
+                cut.append(sample.name)
+                continue
+            self.items.append((input_ids, labels, sample.image_index, n_kept > 0))
+        if cut:
+            logger.warning(
+                "%d of %d conversations left out: max_length %d cuts them before their first answer token "
+                "or inside the image positions (first: %s)",
+                len(cut), len(samples), max_length, ", ".join(cut[:3]),
+            )  # fmt: skip
+        if shortened > len(cut):
+            logger.info(
+                "%d conversations cut to max_length %d, their last answer shortened", shortened - len(cut), max_length
+            )
+        if not self.items:
+            raise InputError(f"no conversation to train on (of {len(samples)}, {len(cut)} cut by max_length)")
 
     def __len__(self) -> int:
         return len(self.items)

@@ -66,6 +66,27 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def to_float32(model: nn.Module) -> list[tuple[torch.Tensor, torch.dtype]]:
+    """Cast the trained parameters, and the floating-point buffers beside them (BatchNorm statistics), to
+    float32; returns each with the dtype to cast it back to.
+
+    float32 master weights: a bf16 weight ignores an update smaller than about 1/256 of itself. Whole
+    trained modules go to float32, as in plain mixed precision, so a BatchNorm never mixes dtypes; autocast
+    still computes in half.
+    """
+    cast: dict[int, tuple[torch.Tensor, torch.dtype]] = {}
+    for module in model.modules():
+        trained = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if not trained:
+            continue
+        buffers = [b for b in module.buffers(recurse=False) if b.is_floating_point()]
+        for tensor in trained + buffers:
+            if id(tensor) not in cast:  # a tied weight is seen once per module that holds it
+                cast[id(tensor)] = (tensor, tensor.dtype)
+                tensor.data = tensor.data.float()
+    return list(cast.values())
+
+
 def save_loop_state(directory: Path, model: nn.Module, optimizer, scheduler, step: int, losses: list[float]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(
@@ -98,10 +119,11 @@ def run_stage(
     num_workers: int = 0,
 ) -> StageResult:
     """Train the parameters of `model` that require grad for `config.max_steps` optimizer steps;
-    `model(batch)` returns the loss."""
+    `model(batch)` returns the loss. They are float32 while they train and return to their dtype at the end."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"stage {name}: nothing to train")
+    cast_back = to_float32(model)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps)
     start, losses = 0, []
@@ -121,8 +143,8 @@ def run_stage(
         with accelerator.accumulate(model):
             loss = model(batch)
             accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(params, 1.0)
+            if accelerator.sync_gradients and config.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
@@ -139,6 +161,8 @@ def run_stage(
         if step % checkpoint_every == 0 and step < config.max_steps and accelerator.is_main_process:
             save_loop_state(state_dir, accelerator.unwrap_model(model), optimizer, scheduler, step, losses)
     progress.close()
+    for tensor, dtype in cast_back:  # checkpoints are stored in the model's dtype
+        tensor.data = tensor.data.to(dtype)
     accelerator.unwrap_model(model).eval()
     return StageResult(losses=losses, resumed_from=start)
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from radialog.errors import InputError
-from radialog.model.alignment import AlignmentModule
+from radialog.model.alignment import AlignmentHeads, AlignmentModule
 from radialog.model.language_model import resolve_model_path
 from radialog.model.modeling import RaDialogModel
 from radialog.training.config import VISION_MODES, VisionLora
@@ -43,24 +44,50 @@ def unfreeze(module: nn.Module) -> None:
         p.requires_grad_(True)
 
 
-def enable_text_branch(model: RaDialogModel) -> None:
-    """Stage 1 reads report text through the Q-Former: rebuild it with the text branch, keeping weights."""
+def add_text_branch(model: RaDialogModel) -> None:
+    """Stage 1 reads report text through the Q-Former: rebuild it with the text branch, keeping weights.
+
+    The model's config is replaced, not edited, and `remove_text_branch` undoes both once stage 1 is over.
+    """
     if model.config.alignment.text_input:
         return
-    model.config.alignment.text_input = True
+    config = replace(model.config.alignment, text_input=True)
     old = model.alignment
-    new = AlignmentModule(
-        model.config.alignment, old.qformer.config.encoder_hidden_size, old.language_projection.out_features
-    )
-    if model.config.alignment.bert_init is not None:
-        new.load_bert(resolve_model_path(model.config.alignment.bert_init, model.source_dir))
+    new = AlignmentModule(config, old.qformer.config.encoder_hidden_size, old.language_projection.out_features)
+    if config.bert_init is not None:
+        new.load_bert(resolve_model_path(config.bert_init, model.source_dir))
     result = new.load_state_dict(old.state_dict(), strict=False)
     assert not result.unexpected_keys, result.unexpected_keys
     with torch.no_grad():  # the text feed-forward starts as a copy of the query one, as in BLIP-2
         for layer in new.qformer.encoder.layer:
             layer.intermediate.load_state_dict(layer.intermediate_query.state_dict())
             layer.output.load_state_dict(layer.output_query.state_dict())
-    model.alignment = new.to(old.query_tokens.device)
+    _swap_alignment(model, new)
+
+
+def remove_text_branch(model: RaDialogModel) -> dict[str, torch.Tensor]:
+    """The inference model again: the Q-Former without its text embeddings and text feed-forward.
+
+    Nothing after stage 1 reads text through the Q-Former, and BERT's word-embedding table alone would
+    otherwise ride along in every checkpoint. Returns the removed weights (`alignment.*` keys; none if the
+    model had no branch).
+    """
+    if not model.config.alignment.text_input:
+        return {}
+    config = replace(model.config.alignment, text_input=False)
+    old = model.alignment
+    new = AlignmentModule(config, old.qformer.config.encoder_hidden_size, old.language_projection.out_features)
+    result = new.load_state_dict(old.state_dict(), strict=False)
+    assert not result.missing_keys, result.missing_keys  # the text branch only adds weights
+    branch = {f"alignment.{k}": old.state_dict()[k] for k in result.unexpected_keys}
+    _swap_alignment(model, new)
+    return branch
+
+
+def _swap_alignment(model: RaDialogModel, alignment: AlignmentModule) -> None:
+    reference = model.alignment.query_tokens
+    model.alignment = alignment.to(device=reference.device, dtype=reference.dtype)
+    model.config = replace(model.config, alignment=alignment.config)
 
 
 def add_vision_lora(encoder: nn.Module, settings: VisionLora) -> None:
@@ -110,26 +137,30 @@ class ClassifierObjective(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         logits = self.classifier(batch["classifier_pixel_values"])
-        loss = F.binary_cross_entropy_with_logits(logits, batch["targets"], weight=batch["target_mask"])
-        return loss
+        # A label the backend has no output for (NaN logit, torchxrayvision's No Finding) is left out.
+        predicted = ~logits.isnan()
+        weight = batch["target_mask"] * predicted
+        return F.binary_cross_entropy_with_logits(logits.where(predicted, 0.0), batch["targets"], weight=weight)
 
 
 class AlignmentObjective(nn.Module):
-    """ITC + ITM on (image, report) pairs; the pretraining heads live here, not in the inference model."""
+    """ITC + ITM on (image, report) pairs; the pretraining heads live here, not in the inference model.
 
-    def __init__(self, model: RaDialogModel, embed_dim: int = 256, max_text_tokens: int = 128) -> None:
+    Building it gives the model's Q-Former its text branch (`add_text_branch`); `end_alignment_stage` takes
+    the branch out again, with the heads, for the stage-1 heads file.
+    """
+
+    def __init__(self, model: RaDialogModel, embed_dim: int, max_text_tokens: int) -> None:
         super().__init__()
-        enable_text_branch(model)
+        add_text_branch(model)
         self.image_encoder = model.image_encoder.eval()
         freeze(self.image_encoder)
         self.alignment: AlignmentModule = model.alignment
         unfreeze(self.alignment)
         freeze(self.alignment.language_projection)  # belongs to stage 2
-        hidden = self.alignment.config.hidden_size
-        self.vision_proj = nn.Linear(hidden, embed_dim)
-        self.text_proj = nn.Linear(hidden, embed_dim)
-        self.itm_head = nn.Linear(hidden, 2)
-        self.temp = nn.Parameter(torch.tensor(0.07))
+        reference = self.alignment.query_tokens
+        heads = AlignmentHeads(self.alignment.config.hidden_size, embed_dim)
+        self.heads = heads.to(device=reference.device, dtype=reference.dtype)
         path = resolve_model_path(self.alignment.config.text_tokenizer, model.source_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.max_text_tokens = max_text_tokens
@@ -150,13 +181,9 @@ class AlignmentObjective(nn.Module):
             image_tokens = self.image_encoder.visual_tokens(batch["pixel_values"])
         queries = self.alignment.query_features(image_tokens)  # (B, Q, H)
         input_ids, text_mask = self._text(batch["report"], image_tokens.device)
-        qformer, embed = self.alignment.qformer, self.alignment.text_embeddings
-        text_out = qformer(query_embeds=embed(input_ids=input_ids), attention_mask=text_mask, query_length=0)
-        image_feats = F.normalize(self.vision_proj(queries), dim=-1)  # (B, Q, D)
-        text_feat = F.normalize(self.text_proj(text_out.last_hidden_state[:, 0]), dim=-1)  # (B, D)
 
         # ITC: best-matching query per pair; identical reports (common for normal studies) count as positives.
-        sim = torch.einsum("iqd,jd->ijq", image_feats, text_feat).amax(-1) / self.temp.clamp(min=1e-3)
+        sim = self.heads.similarity(queries, self.alignment.text_features(input_ids, text_mask))  # (B, B)
         reports = batch["report"]
         same = torch.tensor([[a == b for b in reports] for a in reports], dtype=sim.dtype, device=sim.device)
         targets = same / same.sum(1, keepdim=True)
@@ -173,6 +200,7 @@ class AlignmentObjective(nn.Module):
         pair_images = torch.cat([image_tokens, image_tokens])
         pair_queries = self.alignment.query_tokens.expand(pair_ids.shape[0], -1, -1)
         query_mask = torch.ones(pair_queries.shape[:2], dtype=pair_mask.dtype, device=pair_mask.device)
+        qformer, embed = self.alignment.qformer, self.alignment.text_embeddings
         fused = qformer(
             query_embeds=embed(input_ids=pair_ids, query_embeds=pair_queries),
             attention_mask=torch.cat([query_mask, pair_mask], dim=1),
@@ -180,11 +208,19 @@ class AlignmentObjective(nn.Module):
             encoder_hidden_states=pair_images,
             encoder_attention_mask=torch.ones(pair_images.shape[:2], dtype=torch.long, device=pair_images.device),
         ).last_hidden_state[:, : pair_queries.shape[1]]
-        logits = self.itm_head(fused).mean(1)
+        logits = self.heads.itm_head(fused).mean(1)
         labels = torch.cat([torch.ones_like(negative), torch.zeros_like(negative)])
         labels[len(negative) :] = same[torch.arange(len(negative)), negative].long()  # a duplicate text is a match
         itm = F.cross_entropy(logits, labels)
         return itc + itm
+
+
+def end_alignment_stage(model: RaDialogModel, heads: AlignmentHeads) -> dict[str, torch.Tensor]:
+    """Take the text branch out of the model and return what only stage 1 uses: the branch (`alignment.*`)
+    and the heads, the contents of `ALIGNMENT_HEADS_NAME` as `radialog convert` writes a release's, so
+    `radialog check-release` can run image–report retrieval on the stage-1 checkpoint."""
+    branch = remove_text_branch(model)
+    return {k: v.detach().contiguous().cpu() for k, v in {**branch, **heads.state_dict()}.items()}
 
 
 class LanguageObjective(nn.Module):

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from radialog.errors import InputError
-from radialog.prompts import ASSISTANT, USER, Conversation
+from radialog.prompts import ASSISTANT, Conversation
+from radialog.training.conversations import to_conversation
+
+if TYPE_CHECKING:
+    from radialog.model.modeling import RaDialogModel
 
 IGNORE_INDEX = -100
-
-
-def conversation_from_messages(messages: Sequence[dict[str, str]]) -> Conversation:
-    conversation = Conversation()
-    for message in messages:
-        role = {"user": USER, "assistant": ASSISTANT}.get(message["role"])
-        if role is None:
-            raise InputError(f"unknown message role {message['role']!r} (expected user or assistant)")
-        conversation.messages.append((role, message["content"]))
-    return conversation
 
 
 def answer_spans(text: str, conversation: Conversation, eos: str, trained: Sequence[bool]) -> list[tuple[int, int]]:
@@ -42,26 +37,27 @@ def answer_spans(text: str, conversation: Conversation, eos: str, trained: Seque
 
 
 def encode_conversation(
-    model, messages: Sequence[dict[str, str]], max_length: int
+    model: RaDialogModel, messages: Sequence[dict], max_length: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, labels), 1-D; labels are IGNORE_INDEX outside assistant answers.
 
     The prompt is rendered exactly as at inference (`RaDialogModel.render_prompt` of the closed
-    conversation), and token offsets decide which tokens belong to an answer. Long samples are cut
-    at `max_length` from the right; the image placeholders sit in the first message and survive.
+    conversation, report requests in the model's report prompt), and token offsets decide which tokens
+    belong to an answer. `max_length` keeps the first tokens only; `ConversationDataset` cuts itself,
+    after checking the whole sample.
     """
-    conversation = conversation_from_messages(messages)
+    conversation = to_conversation(model, messages)
     tokenizer = model.tokenizer
     text = model.render_prompt(conversation, add_generation_prompt=False)
     # Chat templates write their own BOS; the other formats start with the tokenizer's.
     add_special = model.config.language_model.prompt_format != "chat_template"
     encoded = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
-    input_ids = torch.tensor(encoded["input_ids"][:max_length])
+    input_ids = torch.tensor(encoded["input_ids"])
     labels = torch.full_like(input_ids, IGNORE_INDEX)
     # Earlier turns marked `"train": false` are context only (e.g. the flawed report a correction fixes).
     trained = [message.get("train", True) for message in messages]
     spans = answer_spans(text, conversation, tokenizer.eos_token, trained)
-    for i, (start, end) in enumerate(encoded["offset_mapping"][:max_length]):
+    for i, (start, end) in enumerate(encoded["offset_mapping"]):
         if end > start and any(s <= start < e for s, e in spans):
             labels[i] = input_ids[i]
-    return input_ids, labels
+    return input_ids[:max_length], labels[:max_length]
