@@ -34,7 +34,7 @@ from radialog.instruct_data.teacher import Teacher, TeacherConfig
 from radialog.jsonl import iter_jsonl
 from radialog.labeler.base import ReportLabeler
 from radialog.labels import CHEXPERT_LABELS
-from radialog.prompts import format_findings
+from radialog.prompts import format_predicted_findings
 from radialog.training.conversations import report_request
 
 logger = logging.getLogger(__name__)
@@ -59,9 +59,9 @@ class InstructResult:
     stats: dict = field(default_factory=dict)
 
 
-def findings_text(labels: dict[str, int | None] | None) -> str:
+def predicted_findings(labels: dict[str, int | None] | None) -> str:
     """The "predicted findings" of the report prompt: RaDialog's text of the positive labels."""
-    return format_findings([name for name in CHEXPERT_LABELS if (labels or {}).get(name) == 1])
+    return format_predicted_findings([name for name in CHEXPERT_LABELS if (labels or {}).get(name) == 1])
 
 
 def has_finding(labels: dict[str, int | None] | None) -> bool:
@@ -102,7 +102,8 @@ def _follow_up(record: ManifestRecord, task: str, text: str, report: str, questi
 def _chexpert_qa(record: ManifestRecord, task: str, text: str, rng: random.Random) -> dict:
     found = [name for name in CHEXPERT_LABELS if (record.labels or {}).get(name) == 1]
     if task == "CPaQA":
-        return _follow_up(record, task, text, record.findings, rng.choice(templates.CPAQA), format_findings(found))
+        answer = format_predicted_findings(found)
+        return _follow_up(record, task, text, record.findings, rng.choice(templates.CPAQA), answer)
     found = [name for name in found if name != NO_FINDING]
     if found and rng.random() < CPBQA_POSITIVE:
         finding, answer = rng.choice(found), "yes"
@@ -125,7 +126,7 @@ def build_instruct_data(
     if not records:
         raise InputError(f"no records with findings in split {config.split!r}")
     predictions = predictions or {}
-    texts = {r.id: findings_text(predictions.get(r.id, r.labels)) for r in records}
+    texts = {r.id: predicted_findings(predictions.get(r.id, r.labels)) for r in records}
     skipped: Counter[str] = Counter()
 
     samples: list[dict] = []

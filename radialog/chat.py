@@ -246,7 +246,7 @@ class Session:
 
     # ------------------------------------------------------------------ internals
     def _report_prompt(self) -> str:
-        return self.model.report_prompt(self.encoded.findings_text)
+        return self.model.report_prompt(self.encoded.predicted_findings)
 
     def _image_prefix(self) -> str:
         return self.model.image_prefix(self.encoded)

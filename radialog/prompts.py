@@ -31,7 +31,7 @@ R2GENGPT_INSTRUCTION = "Generate a comprehensive and detailed diagnosis report f
 HUMAN, AI = "Human", "Assistant"
 
 
-def format_findings(positive_labels: Iterable[str]) -> str:
+def format_predicted_findings(positive_labels: Iterable[str]) -> str:
     """RaDialog's findings text: lowercase names joined by ", ".
 
     "No Finding" is dropped when any finding other than it and "Support Devices" is present; an empty
@@ -49,17 +49,17 @@ def image_placeholders(num_tokens: int = NUM_IMAGE_TOKENS) -> str:
     return IMAGE_PLACEHOLDER * num_tokens
 
 
-def build_report_prompt(findings_text: str, num_image_tokens: int = NUM_IMAGE_TOKENS) -> str:
+def build_report_prompt(predicted_findings: str, num_image_tokens: int = NUM_IMAGE_TOKENS) -> str:
     """The first user message: image placeholders, predicted findings, and the report instruction."""
     return (
         f"Image information: {image_placeholders(num_image_tokens)}. "
-        f"Predicted Findings: {findings_text}. {REPORT_INSTRUCTION}"
+        f"Predicted Findings: {predicted_findings}. {REPORT_INSTRUCTION}"
     )
 
 
-def build_image_prefix(findings_text: str, num_image_tokens: int = NUM_IMAGE_TOKENS) -> str:
+def build_image_prefix(predicted_findings: str, num_image_tokens: int = NUM_IMAGE_TOKENS) -> str:
     """RaDialog's image-and-findings sentence, to open a first message that is not the report instruction."""
-    return f"Image information: {image_placeholders(num_image_tokens)}. Predicted Findings: {findings_text}. "
+    return f"Image information: {image_placeholders(num_image_tokens)}. Predicted Findings: {predicted_findings}. "
 
 
 def build_r2gengpt_image_prefix(num_image_tokens: int) -> str:

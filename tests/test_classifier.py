@@ -10,7 +10,7 @@ import torch
 from radialog.labels import CHEXPERT_LABELS
 from radialog.model import FindingsClassifier, FindingsClassifierConfig, XRVFindingsClassifier
 from radialog.model.classifier import positive_findings
-from radialog.prompts import format_findings
+from radialog.prompts import format_predicted_findings
 
 
 def test_radialog_classifier_head_shapes_match_the_released_one():
@@ -95,4 +95,4 @@ def test_positive_findings_use_the_threshold_and_ignore_nan():
     ],
 )
 def test_findings_text_follows_radialog(labels, text):
-    assert format_findings(labels) == text
+    assert format_predicted_findings(labels) == text

@@ -26,7 +26,7 @@ from radialog.imaging import load_xray, preprocess
 from radialog.model import RaDialogModel, get_preset
 from radialog.model.classifier import CHEXPERT_LABELS, positive_findings
 from radialog.model.configuration import LanguageModelConfig
-from radialog.prompts import Conversation, build_report_prompt, format_findings
+from radialog.prompts import Conversation, build_report_prompt, format_predicted_findings
 from radialog.release import BIOVIL_FILE
 
 HERE = Path(__file__).resolve().parent
@@ -111,13 +111,13 @@ def test_classifier_probabilities_match_radialogs_best_checkpoint(model, picture
 
 def report_conversation() -> Conversation:
     conversation = Conversation()
-    conversation.add_user(build_report_prompt(format_findings(MANIFEST["positive_labels"])))
+    conversation.add_user(build_report_prompt(format_predicted_findings(MANIFEST["positive_labels"])))
     conversation.add_assistant(None)
     return conversation
 
 
 def test_report_prompt_and_its_ids_match_radialogs(model):
-    assert format_findings(MANIFEST["positive_labels"]) == MANIFEST["findings"]
+    assert format_predicted_findings(MANIFEST["positive_labels"]) == MANIFEST["findings"]
     assert model.render_prompt(report_conversation()) == MANIFEST["prompt"]
     assert model.tokenize(report_conversation())[0].tolist() == MANIFEST["input_ids"]
 

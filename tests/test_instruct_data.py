@@ -19,7 +19,7 @@ from radialog.instruct_data.correction import SentencePool, make_correction
 from radialog.instruct_data.teacher import TeacherConfig
 from radialog.labeler import RuleBasedLabeler
 from radialog.labels import CHEXPERT_LABELS
-from radialog.prompts import IMAGE_PLACEHOLDER, format_findings
+from radialog.prompts import IMAGE_PLACEHOLDER, format_predicted_findings
 from radialog.training.conversations import report_request
 
 REPORTS = [
@@ -54,7 +54,7 @@ def test_tasks_and_conversation_format():
     for sample in result.samples:
         first = sample["messages"][0]
         # The report request is stored as what it asks: each model renders it in its own prompt.
-        assert first == report_request(format_findings(records[sample["id"].split(":")[0]].positive_labels()))
+        assert first == report_request(format_predicted_findings(records[sample["id"].split(":")[0]].positive_labels()))
         assert IMAGE_PLACEHOLDER not in json.dumps(sample)
         assert all("content" in m for m in sample["messages"][1:])  # every later turn is plain text
         assert [m["role"] for m in sample["messages"]] == ["user", "assistant"] * (len(sample["messages"]) // 2)
@@ -120,7 +120,7 @@ def test_predictions_override_findings_text(tmp_path):
     predictions = tmp_path / "pred.jsonl"
     predictions.write_text("".join(json.dumps({"id": f"r{i}", "labels": {"Edema": 1}}) + "\n" for i in range(60)))
     result = build_instruct_data(_records(), RuleBasedLabeler(), predictions=read_predictions(predictions))
-    assert {s["messages"][0]["findings_text"] for s in result.samples} == {"edema"}
+    assert {s["messages"][0]["predicted_findings"] for s in result.samples} == {"edema"}
 
 
 def test_teacher_answers_rqa_el_su(tmp_path):

@@ -338,7 +338,7 @@ def test_training_renders_the_report_request_as_the_app_prompts_for_it(preset):
     model = RaDialogModel.from_config(get_preset(preset), device="cpu")
     encoded = model.encode_image(blank_xray())  # what the app's session starts from
     served = model.render_prompt(model.report_conversation(encoded))
-    messages = [report_request(encoded.findings_text), {"role": "assistant", "content": "Mild edema."}]
+    messages = [report_request(encoded.predicted_findings), {"role": "assistant", "content": "Mild edema."}]
     trained = model.render_prompt(to_conversation(model, messages), add_generation_prompt=False)
     assert trained.startswith(served) and trained[len(served) :].strip().startswith("Mild edema.")
     input_ids, _ = encode_conversation(model, messages)

@@ -56,7 +56,7 @@ from radialog.prompts import (
     build_r2gengpt_image_prefix,
     build_r2gengpt_report_prompt,
     build_report_prompt,
-    format_findings,
+    format_predicted_findings,
 )
 
 logger = logging.getLogger(__name__)
@@ -93,8 +93,8 @@ class EncodedImage:
     positive: list[str]  # labels above the classifier threshold, CheXpert order
 
     @property
-    def findings_text(self) -> str:
-        return format_findings(self.positive)
+    def predicted_findings(self) -> str:
+        return format_predicted_findings(self.positive)
 
 
 @dataclass
@@ -452,21 +452,21 @@ class RaDialogModel(nn.Module):
             raise errors[0]
 
     # ------------------------------------------------------------------ the report task
-    def report_prompt(self, findings_text: str) -> str:
+    def report_prompt(self, predicted_findings: str) -> str:
         """The first user message asking for the report, in the wording the model was trained on."""
         if self.config.language_model.prompt_format == "r2gengpt":
             return build_r2gengpt_report_prompt(self.num_image_tokens)
-        return build_report_prompt(findings_text, self.num_image_tokens)
+        return build_report_prompt(predicted_findings, self.num_image_tokens)
 
     def image_prefix(self, encoded: EncodedImage) -> str:
         """What opens a first user message that is not the report request, so the image is read the same way."""
         if self.config.language_model.prompt_format == "r2gengpt":
             return build_r2gengpt_image_prefix(self.num_image_tokens)
-        return build_image_prefix(encoded.findings_text, self.num_image_tokens)
+        return build_image_prefix(encoded.predicted_findings, self.num_image_tokens)
 
     def report_conversation(self, encoded: EncodedImage) -> Conversation:
         conversation = Conversation()
-        conversation.add_user(self.report_prompt(encoded.findings_text))
+        conversation.add_user(self.report_prompt(encoded.predicted_findings))
         conversation.add_assistant(None)
         return conversation
 

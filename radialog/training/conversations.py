@@ -4,9 +4,9 @@ A conversation is a list of messages. Answers and follow-up questions are plain 
 (an assistant turn may add `"train": false`: context, not a target). The turn that shows the image is
 stored as what it asks, not as prompt text:
 
-    {"role": "user", "request": "report", "findings_text": "cardiomegaly, edema"}
+    {"role": "user", "request": "report", "predicted_findings": "cardiomegaly, edema"}
 
-and becomes `RaDialogModel.report_prompt(findings_text)`, the same call the app's `Session` makes for its
+and becomes `RaDialogModel.report_prompt(predicted_findings)`, the same call the app's `Session` makes for its
 anchor turn. So one instruct file serves every model (RaDialog's 32 image positions with the predicted
 findings, R2GenGPT's `<Img>` frame with 49 and no findings), and training renders exactly what serving sends.
 """
@@ -35,9 +35,9 @@ class ConversationSample:
     image_index: int
 
 
-def report_request(findings_text: str) -> dict[str, str]:
+def report_request(predicted_findings: str) -> dict[str, str]:
     """The user turn asking for the report of the image, given the predicted findings."""
-    return {"role": "user", "request": REPORT_REQUEST, "findings_text": findings_text}
+    return {"role": "user", "request": REPORT_REQUEST, "predicted_findings": predicted_findings}
 
 
 def to_conversation(model: RaDialogModel, messages: Sequence[dict]) -> Conversation:
@@ -52,8 +52,8 @@ def to_conversation(model: RaDialogModel, messages: Sequence[dict]) -> Conversat
             if not isinstance(message.get("content"), str):
                 raise InputError(f"a {message['role']} message needs a 'content' string or a 'request'")
             conversation.messages.append((role, message["content"]))
-        elif request != REPORT_REQUEST or role != USER or not isinstance(message.get("findings_text"), str):
+        elif request != REPORT_REQUEST or role != USER or not isinstance(message.get("predicted_findings"), str):
             raise InputError(f"a request must be a user turn {report_request('...')}, got {message}")
         else:
-            conversation.messages.append((role, model.report_prompt(message["findings_text"])))
+            conversation.messages.append((role, model.report_prompt(message["predicted_findings"])))
     return conversation

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from radialog.errors import InputError
 from radialog.imaging import ImageProcessorConfig, XRay, load_xray, preprocess
 from radialog.labels import CHEXPERT_LABELS
-from radialog.prompts import format_findings
+from radialog.prompts import format_predicted_findings
 from radialog.training.conversations import REPORT_REQUEST, ConversationSample, report_request
 from radialog.training.tokenization import IGNORE_INDEX, encode_conversation
 
@@ -94,7 +94,7 @@ def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
 def report_sample(record: Any, image_index: int) -> ConversationSample:
     """The report-generation sample: the report request with the record's findings → its findings section."""
     messages = [
-        report_request(format_findings(record.positive_labels())),
+        report_request(format_predicted_findings(record.positive_labels())),
         {"role": "assistant", "content": record.findings},
     ]
     return ConversationSample(record.id, messages, image_index)

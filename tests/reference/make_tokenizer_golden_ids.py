@@ -37,7 +37,7 @@ from radialog.prompts import (
     build_finding_question,
     build_image_prefix,
     build_report_prompt,
-    format_findings,
+    format_predicted_findings,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -68,7 +68,7 @@ def _conversation(*turns: str | None) -> str:
 
 def render_cases() -> list[dict[str, str]]:
     """Every kind of prompt the chat sends to a Vicuna-format model, rendered by the project's code."""
-    findings = format_findings(POSITIVE)
+    findings = format_predicted_findings(POSITIVE)
     report_request = build_report_prompt(findings)
 
     def follow_up(message: str) -> str:
@@ -77,7 +77,7 @@ def render_cases() -> list[dict[str, str]]:
 
     cases = {
         "report": _conversation(report_request, None),
-        "report_no_findings": _conversation(build_report_prompt(format_findings([])), None),
+        "report_no_findings": _conversation(build_report_prompt(format_predicted_findings([])), None),
         "correction_remove": follow_up(build_correction_prompt(remove=["Pleural Effusion"])),
         "correction_add": follow_up(build_correction_prompt(add=["Edema"])),
         "correction_add_and_remove": follow_up(build_correction_prompt(remove=["Pleural Effusion"], add=["Edema"])),
