@@ -94,5 +94,5 @@ def test_positive_findings_use_the_threshold_and_ignore_nan():
         (["Lung Opacity", "Support Devices"], "lung opacity, support devices"),
     ],
 )
-def test_findings_text_follows_radialog(labels, text):
+def test_predicted_findings_text_follows_radialog(labels, text):
     assert format_predicted_findings(labels) == text

@@ -116,7 +116,7 @@ def test_same_seed_same_file_and_cli(tmp_path, capsys):
     assert len(out.read_text().splitlines()) == 10
 
 
-def test_predictions_override_findings_text(tmp_path):
+def test_predictions_override_the_predicted_findings(tmp_path):
     predictions = tmp_path / "pred.jsonl"
     predictions.write_text("".join(json.dumps({"id": f"r{i}", "labels": {"Edema": 1}}) + "\n" for i in range(60)))
     result = build_instruct_data(_records(), RuleBasedLabeler(), predictions=read_predictions(predictions))
