@@ -1,15 +1,19 @@
 """The REST API: studies (an uploaded X-ray and its conversation), reports and chat turns.
 
 The routes translate HTTP to `StudyService` calls and its errors to statuses: every error a client can
-cause answers 4xx with `{"detail": "<message>"}`; a busy model answers 503 with Retry-After. Studies
-live in memory only (see `radialog.app.studies`), uploads too (see `radialog.app.uploads`).
+cause answers 4xx with `{"detail": "<message>"}`; a busy model or an unreachable study database answers
+503 with Retry-After, a full study store 507. Studies live in the study database (see
+`radialog.app.studies`); uploads are read in memory (see `radialog.app.uploads`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import secrets
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
 import anyio
@@ -19,14 +23,28 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from radialog.app.service import MAX_UPLOAD_BYTES, RunningTask, StudyService, UploadTooLarge
-from radialog.app.studies import StudyNotFound, StudyStore
+from radialog.app.service import (
+    GENERATION_TIMEOUT_S,
+    MAX_UPLOAD_BYTES,
+    GenerationTimeout,
+    RunningTask,
+    StudyService,
+    UploadTooLarge,
+    report_consistency,
+)
+from radialog.app.studies import DatabaseUnavailable, StoreFull, StudyNotFound, StudyStore
 from radialog.app.uploads import DeclaredSizeLimit, read_file_field
 from radialog.app.worker import ModelNotReady, ModelWorker, QueueFull
 from radialog.chat import MAX_MESSAGE_CHARS, Session, Task
+from radialog.consistency import ConsistencyResult, Verdict
+from radialog.engines.base import EngineError, EngineUnavailable
 from radialog.errors import ImageLoadError, RaDialogError
+from radialog.export_formats import ExportFormat
+from radialog.memory import OutOfMemory, free_memory
 
 RETRY_AFTER_S = 10
+# One line per access to a study: who, which study, what. Never the image, a message or a report.
+AUDIT = logging.getLogger("radialog.audit")
 
 EXAMPLE_FINDINGS = {"Cardiomegaly": 0.71, "Edema": 0.12, "No Finding": 0.05}
 EXAMPLE_REPORT = "The heart is enlarged. No focal consolidation, pleural effusion or pneumothorax."
@@ -56,14 +74,36 @@ class TurnOut(BaseModel):
     created_at: str
 
 
+class FindingCheckOut(BaseModel):
+    finding: str = Field(examples=["Pleural Effusion"])
+    verdict: Verdict = Field(
+        description="contradiction: report and classifier disagree; omission: a positive finding the report "
+        "does not mention"
+    )
+    report: str = Field(description="positive, negative, uncertain or not mentioned", examples=["negative"])
+    classifier_positive: bool
+    probability: float | None = Field(examples=[0.97])
+    sentence: str | None = Field(description="the report sentence that says it", examples=["No pleural effusion"])
+
+
+class ConsistencyOut(BaseModel):
+    """The report checked against the classifier's findings, finding by finding (`radialog.consistency`)."""
+
+    consistent: bool
+    counts: dict[str, int] = Field(examples=[{"agreement": 12, "contradiction": 1, "omission": 0}])
+    checks: list[FindingCheckOut]
+
+
 class StudyOut(StudyCreated):
     report: str | None = Field(examples=[EXAMPLE_REPORT])
+    consistency: ConsistencyOut | None = Field(description="the report against the findings; null before a report")
     turns: list[TurnOut]
 
 
 class ReportOut(BaseModel):
     id: str
     report: str = Field(examples=[EXAMPLE_REPORT])
+    consistency: ConsistencyOut
 
 
 class MessageIn(BaseModel):
@@ -120,11 +160,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for code, description in [
         (401, "missing or wrong API token"),
         (404, "no such study"),
-        (503, "the model is loading or busy; retry after the Retry-After header's seconds"),
+        (
+            503,
+            "the model is loading or busy or ran out of memory, or its LLM engine or the study database is "
+            "unreachable; retry after Retry-After seconds",
+        ),
     ]
 }
 INPUT_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "the request cannot be carried out (e.g. no report yet)"},
+    504: {"model": ErrorOut, "description": "the answer took longer than the generation time limit"},
     **ERRORS,
 }
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -132,6 +177,7 @@ UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorOut, "description": "the file is larger than the upload limit"},
     415: {"model": ErrorOut, "description": "not a PNG, JPEG or DICOM image, or a corrupt one"},
     422: {"model": ErrorOut, "description": "not a multipart/form-data body with a `file` file"},
+    507: {"model": ErrorOut, "description": "the study store is full: delete studies or wait for them to expire"},
     **ERRORS,
 }
 # The upload is read by `read_file_field`, not by FastAPI's form parsing, so its schema is spelt out here.
@@ -167,13 +213,16 @@ def create_api(
     api_token: str | None = None,
     *,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    generation_timeout_s: float = GENERATION_TIMEOUT_S,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
     """The FastAPI app with /healthz, /readyz and the /v1 studies API (Bearer token when `api_token`).
 
     Its studies are `store`'s: a UI given a `StudyService` on the same worker and store shares them.
     """
-    service = StudyService(worker, store, max_upload_bytes)
+    service = StudyService(worker, store, max_upload_bytes, generation_timeout_s)
     api = FastAPI(
+        lifespan=lifespan,
         title="RaDialog API",
         summary="Draft chest X-ray reports and a conversation about them. Research prototype: not for clinical use.",
         version="1",
@@ -191,11 +240,22 @@ def _add_error_handlers(api: FastAPI) -> None:
 
     retry = {"Retry-After": str(RETRY_AFTER_S)}
     api.add_exception_handler(StudyNotFound, lambda _, err: error(404, str(err)))
+    api.add_exception_handler(StoreFull, lambda _, err: error(507, str(err)))
+    api.add_exception_handler(DatabaseUnavailable, lambda _, err: error(503, str(err), retry))
     api.add_exception_handler(QueueFull, lambda _, err: error(503, f"the server is busy ({err})", retry))
     api.add_exception_handler(ModelNotReady, lambda _, err: error(503, str(err), retry))
+    api.add_exception_handler(EngineUnavailable, lambda _, err: error(503, f"the LLM is unavailable: {err}", retry))
+    api.add_exception_handler(EngineError, lambda _, err: error(502, f"the LLM engine failed: {err}"))
     api.add_exception_handler(UploadTooLarge, lambda _, err: error(413, str(err)))  # an ImageLoadError too
     api.add_exception_handler(ImageLoadError, lambda _, err: error(415, str(err)))
     api.add_exception_handler(RaDialogError, lambda _, err: error(400, str(err)))
+    api.add_exception_handler(GenerationTimeout, lambda _, err: error(504, f"{err}; it was cancelled"))
+
+    def out_of_memory(_: Request, err: OutOfMemory) -> JSONResponse:
+        free_memory()  # the failed job's tensors are unreferenced by now: their cached blocks can go
+        return error(503, f"the server ran out of memory for this request ({err}); retry", retry)
+
+    api.add_exception_handler(OutOfMemory, out_of_memory)
 
 
 def _health_router(worker: ModelWorker) -> APIRouter:
@@ -233,8 +293,21 @@ def _studies_router(service: StudyService, api_token: str | None) -> APIRouter:
         if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), api_token.encode()):
             raise HTTPException(401, "missing or wrong API token", headers={"WWW-Authenticate": "Bearer"})
 
-    # Router dependencies run before the route: the token is checked before an upload is read.
-    router = APIRouter(prefix="/v1", tags=["studies"], dependencies=[Depends(check_token)])
+    # Names the token without revealing it: its hash's first 8 hex digits.
+    token_id = hashlib.sha256(api_token.encode()).hexdigest()[:8] if api_token else None
+
+    def who(request: Request) -> str:
+        host = request.client.host if request.client else "unknown"
+        return f"{host} token={token_id}" if token_id else host
+
+    def audit(request: Request) -> None:
+        route = request.scope.get("route")
+        action = f"{request.method} {getattr(route, 'path', request.url.path)}"
+        AUDIT.info("who=%s study=%s action=%s", who(request), request.path_params.get("study_id", "-"), action)
+
+    # Router dependencies run before the route: the token is checked before an upload is read, and an
+    # access is logged once the token is accepted.
+    router = APIRouter(prefix="/v1", tags=["studies"], dependencies=[Depends(check_token), Depends(audit)])
     model_id = service.worker.model_id
 
     @router.post(
@@ -249,6 +322,7 @@ def _studies_router(service: StudyService, api_token: str | None) -> APIRouter:
         data = await read_file_field(request, "file", service.max_upload_bytes)
         # Decoding and encoding block: off the event loop, as FastAPI runs the other (plain) routes.
         study = await run_in_threadpool(service.create_study, data)
+        AUDIT.info("who=%s study=%s action=created", who(request), study.session.id)
         return _study_created(study.session, model_id)
 
     @router.get("/studies/{study_id}", response_model=StudyOut, responses=ERRORS, summary="a study's state")
@@ -257,7 +331,35 @@ def _studies_router(service: StudyService, api_token: str | None) -> APIRouter:
         turns = [
             TurnOut(task=t.task, user=t.user, answer=t.answer, created_at=t.created_at) for t in session.transcript
         ]
-        return StudyOut(**_study_created(session, model_id).model_dump(), report=session.report, turns=turns)
+        return StudyOut(
+            **_study_created(session, model_id).model_dump(),
+            report=session.report,
+            consistency=_consistency_out(report_consistency(session)),
+            turns=turns,
+        )
+
+    @router.get(
+        "/studies/{study_id}/consistency",
+        response_model=ConsistencyOut,
+        responses=INPUT_ERRORS,
+        summary="the current report checked against the predicted findings: contradictions and omissions",
+    )
+    def get_consistency(study_id: str) -> ConsistencyOut:
+        return _consistency_out(service.consistency(study_id))
+
+    @router.get(
+        "/studies/{study_id}/export",
+        responses={
+            **INPUT_ERRORS,
+            200: {"description": "the record as JSON, plain text, a FHIR R4 DiagnosticReport or a DICOM SR"},
+        },
+        response_class=Response,
+        summary="download the report: json, txt, fhir (DiagnosticReport) or dicom-sr (Comprehensive SR)",
+    )
+    def export_study(study_id: str, fmt: Annotated[ExportFormat, Query(alias="format")] = "json") -> Response:
+        exported = service.export(study_id, fmt)
+        disposition = f'attachment; filename="{exported.filename}"'
+        return Response(exported.content, media_type=exported.media_type, headers={"Content-Disposition": disposition})
 
     @router.delete("/studies/{study_id}", status_code=204, responses=ERRORS, summary="forget a study")
     def delete_study(study_id: str) -> Response:
@@ -276,7 +378,10 @@ def _studies_router(service: StudyService, api_token: str | None) -> APIRouter:
         running = service.start_task(study_id, Task.REPORT)
         if stream:
             return _text_stream(running)
-        return ReportOut(id=running.session.id, report=running.answer())
+        report = running.answer()
+        return ReportOut(
+            id=running.session.id, report=report, consistency=_consistency_out(report_consistency(running.session))
+        )
 
     @router.post(
         "/studies/{study_id}/messages",
@@ -307,6 +412,10 @@ def _study_created(session: Session, model_id: str) -> StudyCreated:
         model_name=session.model.config.name,
         created_at=session.created_at,
     )
+
+
+def _consistency_out(result: ConsistencyResult | None) -> ConsistencyOut | None:
+    return None if result is None else ConsistencyOut(**result.to_dict())
 
 
 def _text_stream(running: RunningTask) -> StreamingResponse:

@@ -1,28 +1,44 @@
 """The study service: what the REST API and the Gradio UI do with a study, in one place.
 
-A study is one uploaded X-ray's `radialog.chat.Session`, kept in the `StudyStore` (in memory, capped in
-number, expired after a time without use) whichever web layer created it. The service checks and decodes
-uploads, runs every model call inside `ModelWorker.admit()`, and streams answers while it holds the model;
+A study is one uploaded X-ray's `radialog.chat.Session`, kept in the `StudyStore` (the study database,
+capped in number, deleted after its retention) whichever web layer created it; the service saves it after
+every change, and rebuilds a study this process does not hold (after a restart, or made by another server
+process) from the stored image, encoding it again inside `ModelWorker.admit()`. The service checks and decodes
+uploads, encodes images inside `ModelWorker.admit()`, and streams answers inside `admit_generation()`;
 the API and the UI only translate their requests into these calls, and the errors into responses:
 `UploadTooLarge` and other `ImageLoadError`s (the upload), other `RaDialogError`s (input the user must
-change), `StudyNotFound`, `ModelNotReady` and `QueueFull`.
+change), `StudyNotFound`, `StoreFull`, `DatabaseUnavailable`, `ModelNotReady`, `QueueFull`, the engine's
+`EngineUnavailable`, `OutOfMemory` (one request's model work; the next may fit) and `GenerationTimeout`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
-from radialog.app.studies import StudyStore
+import pydicom
+
+from radialog.app.studies import StoredStudy, StudyStore
 from radialog.app.worker import ModelWorker
 from radialog.chat import Session, Task
+from radialog.consistency import ConsistencyResult, check_consistency
 from radialog.errors import ImageLoadError, InputError
+from radialog.export_formats import ExportFile, export_file
 from radialog.imaging import XRay, load_xray
+from radialog.model.modeling import EncodedImage
 
 logger = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+GENERATION_TIMEOUT_S = 300.0
+
+
+class GenerationTimeout(Exception):
+    """An answer took longer than the generation time limit and was cancelled (the API answers 504)."""
 
 
 class UploadTooLarge(ImageLoadError):
@@ -41,10 +57,10 @@ class NewStudy:
 
 @dataclass(frozen=True)
 class RunningTask:
-    """A task admitted and prepared: its answer streams from `pieces`, which holds the model meanwhile.
+    """A task admitted and prepared: its answer streams from `pieces`, which holds its place on the engine.
 
-    The model is given back once `pieces` is exhausted, closed or dropped; a stream closed early still
-    finishes its generation first (see `Session.run`), so the model never runs two jobs at once.
+    The place is given back once `pieces` is exhausted, closed or dropped; a stream closed early cancels
+    its generation first (see `Session.run`).
     """
 
     session: Session
@@ -56,13 +72,27 @@ class RunningTask:
         return "".join(self.pieces).strip()
 
 
+def report_consistency(session: Session) -> ConsistencyResult | None:
+    """The session's report against its classifier's findings (None before there is a report)."""
+    if session.report is None:
+        return None
+    return check_consistency(session.report, session.positive, session.probabilities)
+
+
 class StudyService:
     """Studies on one model worker and one store; keeps no state of its own."""
 
-    def __init__(self, worker: ModelWorker, store: StudyStore, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> None:
+    def __init__(
+        self,
+        worker: ModelWorker,
+        store: StudyStore,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        generation_timeout_s: float = GENERATION_TIMEOUT_S,
+    ) -> None:
         self.worker = worker
         self.store = store
         self.max_upload_bytes = max_upload_bytes
+        self.generation_timeout_s = generation_timeout_s
 
     def create_study(self, data: bytes) -> NewStudy:
         """Decode an upload (PNG, JPEG or DICOM bytes), encode it on the model and store the study."""
@@ -70,13 +100,13 @@ class StudyService:
             raise UploadTooLarge(self.max_upload_bytes)
         xray = load_xray(data)  # before queueing: bad input never waits for the model
         with self.worker.admit() as model:
-            session = Session.start(model, xray)
-        self.store.add(session)
+            session = Session.start(model, xray, engine=self.worker.engine)
+        self.store.add(session, data, self.worker.model_id)
         logger.info("study %s: %s image, findings %s", session.id, xray.source_format, session.positive)
         return NewStudy(session, xray)
 
     def get(self, study_id: str) -> Session:
-        return self.store.get(study_id)
+        return self.store.get(study_id, self._restore)
 
     def delete(self, study_id: str) -> None:
         self.store.delete(study_id)
@@ -86,31 +116,78 @@ class StudyService:
     ) -> RunningTask:
         """Admit and prepare one task now, so that a full queue or bad input raises here, before any of
         the answer is sent (the API can still answer 503 or 400); the answer then streams from `pieces`."""
-        session = self.store.get(study_id)
+        session = self.get(study_id)
         held = self._held_turn(session, task, message, remove, add)
         user = next(held)
         return RunningTask(session, user, held)
 
     def edit_report(self, study_id: str, text: str) -> Session:
         """The user's edit becomes the report the conversation continues from."""
-        session = self.store.get(study_id)
+        session = self.get(study_id)
         session.set_report(text)
+        self.store.save(session, "edit")
         return session
 
     def export_record(self, study_id: str) -> dict:
         """The study's exportable record (`Session.record`), naming the model's source."""
-        session = self.store.get(study_id)
+        session = self.get(study_id)
         if session.report is None:
             raise InputError("there is no report to export yet")
-        return session.record(self.worker.model_id)
+        record = session.record(self.worker.model_id)
+        record["consistency"] = report_consistency(session).to_dict()
+        return record
+
+    def export(self, study_id: str, fmt: str) -> ExportFile:
+        """The exported record as a file (`radialog.export_formats`). A DICOM SR of a DICOM upload joins the
+        X-ray's study and patient and cites the image; of any other upload it opens a new study."""
+        record = self.export_record(study_id)
+        source = None
+        if fmt == "dicom-sr" and self.get(study_id).image.source_format == "dicom":
+            source = pydicom.dcmread(io.BytesIO(self.store.image(study_id)), stop_before_pixels=True)
+        return export_file(record, fmt, source)
+
+    def consistency(self, study_id: str) -> ConsistencyResult:
+        """The current report checked against the study's findings."""
+        session = self.get(study_id)
+        if session.report is None:
+            raise InputError("there is no report to check yet")
+        return report_consistency(session)
 
     def _held_turn(
         self, session: Session, task: Task, message: str, remove: Sequence[str], add: Sequence[str]
     ) -> Generator[str]:
         # The first next() admits and prepares, and yields what the user asked. The generator then stays
-        # suspended inside `admit()`: the model is held until the answer has been pulled out, or until
-        # the generator is closed or dropped, which exits the `with` as for any suspended generator.
-        with self.worker.admit():
+        # suspended inside `admit_generation()`: its place is held until the answer has been pulled out,
+        # or until the generator is closed or dropped, which exits the `with` as for any suspended generator.
+        with self.worker.admit_generation() as engine:
             pending = session.prepare(task, message, remove=remove, add=add)
+            engine.check_available()  # an engine server that is down: refused before any of the answer is sent
             yield pending.user
-            yield from session.run(pending)
+            # The limit is checked as each piece arrives (the in-process engine sends one per token); leaving
+            # the `closing` block cancels the generation and gives its place back at once.
+            deadline = time.monotonic() + self.generation_timeout_s
+            with contextlib.closing(session.run(pending)) as pieces:
+                for piece in pieces:
+                    if time.monotonic() > deadline:
+                        limit = self.generation_timeout_s
+                        logger.warning("study %s: %s cancelled after %g s", session.id, task, limit)
+                        raise GenerationTimeout(f"the answer took longer than {limit:g} s")
+                    yield piece
+            self.store.save(session, task)
+
+    def _restore(self, stored: StoredStudy) -> Session:
+        """A stored study's session: its image encoded again, its findings and conversation as stored."""
+        xray = load_xray(stored.image)
+        with self.worker.admit() as model:
+            fresh = model.encode_image(xray)
+        if stored.model_id != self.worker.model_id:
+            logger.warning(
+                "study %s was made with %s, continues on %s", stored.id, stored.model_id, self.worker.model_id
+            )
+        # The stored findings are those the report and conversation were built on; only the embeddings are new.
+        encoded = EncodedImage(fresh.image_embeds, stored.probabilities, stored.positive)
+        session = Session(model, stored.image_info, encoded, stored.id, engine=self.worker.engine)
+        session.created_at = stored.created_at
+        session.restore_state(stored.state)
+        logger.info("study %s restored from the store", stored.id)
+        return session

@@ -8,7 +8,6 @@ expiry as the API's studies, so a tab left open holds no image and no model stat
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import tempfile
 from collections.abc import Iterator
@@ -18,18 +17,31 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from radialog.app.service import StudyService
-from radialog.app.studies import StudyNotFound
+from radialog.app.service import GenerationTimeout, StudyService
+from radialog.app.studies import DatabaseUnavailable, StoreFull, StudyNotFound
 from radialog.app.worker import ModelNotReady, ModelWorker, QueueFull
 from radialog.chat import Session, Task
+from radialog.engines.base import EngineError
 from radialog.errors import RaDialogError
+from radialog.export_formats import FORMATS, export_file
 from radialog.labels import CHEXPERT_LABELS
+from radialog.memory import OutOfMemory
 
 Chat = list[dict[str, str]]
 Rows = list[list[Any]]
 
 # What the service raises for a user to act on; anything else is a bug and Gradio shows its generic error.
-SERVICE_ERRORS = (RaDialogError, StudyNotFound, ModelNotReady, QueueFull)
+SERVICE_ERRORS = (
+    RaDialogError,
+    StudyNotFound,
+    StoreFull,
+    DatabaseUnavailable,
+    ModelNotReady,
+    QueueFull,
+    EngineError,
+    OutOfMemory,
+    GenerationTimeout,
+)
 NO_STUDY = "Upload an X-ray first."
 
 
@@ -70,7 +82,7 @@ def on_upload(
             raise _ui_error(err) from err
     # One study per tab: the one this upload replaces would otherwise take a place in the store until it expires.
     if study_id is not None:
-        with contextlib.suppress(StudyNotFound):  # expired or evicted already
+        with contextlib.suppress(StudyNotFound):  # expired or deleted already
             service.delete(study_id)
     if study is None:
         return None, None, findings_table(None), [], ""
@@ -121,25 +133,20 @@ def on_export(service: StudyService, study_id: str | None) -> list[str]:
 
 
 def export_files(record: dict) -> list[str]:
-    """The report as plain text and as a JSON record, written only now that the user asked for them."""
+    """The report in every export format (text, JSON, FHIR, DICOM SR), written only now that the user asked."""
     folder = Path(tempfile.mkdtemp(prefix="radialog-export-"))
-    stem = f"radialog-report-{record['study_id'][:8]}"
-    text_path, json_path = folder / f"{stem}.txt", folder / f"{stem}.json"
-    positive = ", ".join(record["positive_findings"]) or "none"
-    text_path.write_text(
-        f"RaDialog draft report (not for clinical use)\nModel: {record['model_id']}\n"
-        f"Exported: {record['exported_at']}\nPredicted findings: {positive}\n\nFindings:\n{record['report']}\n",
-        encoding="utf-8",
-    )
-    json_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    return [str(text_path), str(json_path)]
+    paths = []
+    for fmt in FORMATS:
+        exported = export_file(record, fmt)
+        path = folder / exported.filename
+        path.write_bytes(exported.content)
+        paths.append(str(path))
+    return paths
 
 
 def _ui_error(err: Exception) -> gr.Error:
     if isinstance(err, QueueFull):
         return gr.Error(f"The server is busy ({err}). Please try again in a moment.")
     if isinstance(err, StudyNotFound):
-        return gr.Error(
-            "The server no longer keeps this study (it expired or made room for newer ones): upload the X-ray again."
-        )
+        return gr.Error("The server no longer keeps this study (it expired or was deleted): upload the X-ray again.")
     return gr.Error(str(err))

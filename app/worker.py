@@ -1,9 +1,10 @@
-"""The model worker: owns the one model, loads it in the background, and admits one job at a time.
+"""The model worker: owns the one model and its LLM engine, loads them in the background, and admits jobs.
 
 As in LLaVA's serve split, the web layers (API, UI) never touch the model directly: the study service
-runs every model call inside `worker.admit()`, which bounds how many requests may wait for the model.
-A request that finds the queue full is refused at once (the API answers 503 with Retry-After) instead
-of hanging.
+encodes images inside `worker.admit()` (one job on the model at a time) and generates answers inside
+`worker.admit_generation()`: up to the engine's `max_concurrent` generations side by side, which a
+batching engine serves together. Both bound how many requests may wait; a request that finds the queue
+full is refused at once (the API answers 503 with Retry-After) instead of hanging.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 
+from radialog.engines.base import LLMEngine
+from radialog.engines.transformers_engine import TransformersEngine
+from radialog.memory import surviving_out_of_memory
 from radialog.model.loading import ModelSource
 from radialog.model.modeling import RaDialogModel
 
@@ -27,8 +31,43 @@ class QueueFull(Exception):
     """Too many requests are already waiting for the model."""
 
 
+class _Slots:
+    """`capacity` jobs at once, at most `max_waiting` more queued behind them, each waiting `timeout_s` at most."""
+
+    def __init__(self, capacity: int, max_waiting: int, timeout_s: float, what: str) -> None:
+        self.capacity, self.max_waiting, self.timeout_s, self.what = capacity, max_waiting, timeout_s, what
+        # A semaphore, not an RLock: a stream resumes on whichever thread pulls it next, so the thread
+        # that releases a slot need not be the one that acquired it.
+        self._free = threading.BoundedSemaphore(capacity)
+        self._mutex = threading.Lock()
+        self._pending = 0  # running jobs too
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._mutex:
+            if self._pending >= self.capacity + self.max_waiting:
+                raise QueueFull(f"{self._pending - self.capacity + 1} requests are already waiting for {self.what}")
+            self._pending += 1
+        try:
+            if not self._free.acquire(timeout=self.timeout_s):
+                raise QueueFull(f"{self.what} stayed busy for {self.timeout_s:.0f} s")
+            try:
+                yield
+            finally:
+                self._free.release()
+        finally:
+            with self._mutex:
+                self._pending -= 1
+
+
+def one_at_a_time(model: RaDialogModel) -> LLMEngine:
+    """The in-process engine without batching: generation holds the model, as for any other job."""
+    return TransformersEngine(model, max_batch_size=1)
+
+
 class ModelWorker:
-    """One model behind a lock, with at most `max_waiting` requests queued behind the running one."""
+    """One model behind a lock, with at most `max_waiting` requests queued behind the running one; its
+    engine (made by `engine_factory` once the model is loaded) generates, batching where it can."""
 
     def __init__(
         self,
@@ -36,24 +75,30 @@ class ModelWorker:
         loader: Callable[[], RaDialogModel],
         max_waiting: int = 8,
         wait_timeout_s: float = 600.0,
+        engine_factory: Callable[[RaDialogModel], LLMEngine] = one_at_a_time,
     ) -> None:
         self.source = source
         self.max_waiting = max_waiting
         self.wait_timeout_s = wait_timeout_s
         self._loader = loader
+        self._engine_factory = engine_factory
         self._model: RaDialogModel | None = None
+        self._engine: LLMEngine | None = None
         self._load_error: BaseException | None = None
-        # A Lock, not an RLock: a stream resumes on whichever thread pulls it next, so the thread that
-        # releases the model need not be the one that acquired it.
-        self._run_lock = threading.Lock()
-        self._mutex = threading.Lock()
-        self._pending = 0
+        self._model_slots = _Slots(1, max_waiting, wait_timeout_s, "the model")
+        self._generation_slots: _Slots | None = None
 
     @classmethod
     def from_model(cls, model: RaDialogModel, source: ModelSource, **kwargs) -> ModelWorker:
         worker = cls(source, loader=lambda: model, **kwargs)
-        worker._model = model
+        worker._set_model(model)
         return worker
+
+    def _set_model(self, model: RaDialogModel) -> None:
+        engine = self._engine_factory(model)
+        if engine.max_concurrent > 1:
+            self._generation_slots = _Slots(engine.max_concurrent, self.max_waiting, self.wait_timeout_s, "the LLM")
+        self._engine, self._model = engine, model
 
     @property
     def model_id(self) -> str:
@@ -80,10 +125,15 @@ class ModelWorker:
             raise ModelNotReady(f"the model {reason}")
         return self._model
 
+    @property
+    def engine(self) -> LLMEngine:
+        self.model  # noqa: B018 — raises ModelNotReady while there is no engine either
+        return self._engine
+
     def load(self) -> None:
         logger.info("loading model %s", self.model_id)
         try:
-            self._model = self._loader()
+            self._set_model(self._loader())
         except BaseException as err:
             self._load_error = err
             logger.exception("model %s failed to load", self.model_id)
@@ -108,21 +158,25 @@ class ModelWorker:
         The place in the queue is taken at once (`QueueFull` at once when `max_waiting` requests already
         wait), then the block waits for the model (`QueueFull` after `wait_timeout_s`). Both are given
         back when the block exits, however it exits; a generator suspended inside the block (a stream)
-        keeps the model until it is exhausted or closed.
+        keeps the model until it is exhausted or closed. A job that runs out of memory
+        raises `OutOfMemory` (`radialog.memory`): it fails, the next job gets the model as usual.
         """
         model = self.model  # raises ModelNotReady before anyone queues for a model that is not there
-        with self._mutex:
-            # `_pending` counts the running job too: at most max_waiting jobs wait behind it.
-            if self._pending > self.max_waiting:
-                raise QueueFull(f"{self._pending} requests are already waiting for the model")
-            self._pending += 1
-        try:
-            if not self._run_lock.acquire(timeout=self.wait_timeout_s):
-                raise QueueFull(f"the model stayed busy for {self.wait_timeout_s:.0f} s")
-            try:
-                yield model
-            finally:
-                self._run_lock.release()
-        finally:
-            with self._mutex:
-                self._pending -= 1
+        with self._model_slots.hold(), surviving_out_of_memory("working on the model"):
+            yield model
+
+    @contextlib.contextmanager
+    def admit_generation(self) -> Iterator[LLMEngine]:
+        """Hold a place on the engine for one answer: `with worker.admit_generation() as engine:`.
+
+        An engine that generates one answer at a time holds the model, as `admit()` does (the in-process
+        LLM shares it with the image encoder); one that batches (or a vLLM server) has `max_concurrent`
+        places of its own, so answers stream side by side while images are still encoded one at a time.
+        """
+        engine = self.engine
+        if self._generation_slots is None:
+            with self.admit():
+                yield engine
+            return
+        with self._generation_slots.hold():
+            yield engine

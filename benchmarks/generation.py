@@ -65,7 +65,7 @@ def peak_memory_gb(device: torch.device) -> tuple[str, float]:
 
 
 def make_generate(model: RaDialogModel, encoded, tokens: int):
-    conversation = model.report_conversation(encoded)
+    conversation = model.processor.report_conversation(encoded.predicted_findings)
 
     def run() -> int:
         # min = max: exactly `tokens` new tokens, whatever the (random) weights would emit.
@@ -80,7 +80,7 @@ def concurrent_throughput(model: RaDialogModel, encoded, tokens: int, users: int
     if batched:
         from radialog.model.batching import generate_batch
 
-        conversations = [model.report_conversation(encoded) for _ in range(users)]
+        conversations = [model.processor.report_conversation(encoded.predicted_findings) for _ in range(users)]
         start = time.perf_counter()
         generate_batch(model, conversations, [encoded.image_embeds] * users, tokens, min_new_tokens=tokens)
         sync(model.device)
@@ -115,7 +115,7 @@ def benchmark(args: argparse.Namespace) -> dict:
 
     model.encode_image(xray)  # warm-up (and compilation)
     encode_s, encoded = timed(lambda: model.encode_image(xray), device, args.repeats)
-    prompt_tokens = model.tokenize(model.report_conversation(encoded)).shape[1]
+    prompt_tokens = model.processor.tokenize(model.processor.report_conversation(encoded.predicted_findings)).shape[1]
 
     first, full = make_generate(model, encoded, 1), make_generate(model, encoded, args.max_new_tokens)
     first()

@@ -23,6 +23,7 @@ for display and export regardless.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from radialog.engines.base import LLMEngine
+from radialog.engines.transformers_engine import TransformersEngine
 from radialog.errors import ContextOverflow, InputError
 from radialog.imaging import XRay
 from radialog.model.modeling import EncodedImage, RaDialogModel
@@ -98,6 +101,16 @@ class ImageInfo:
         return cls(xray.source_format, xray.window)
 
 
+@dataclass(frozen=True)
+class ConversationState:
+    """What a session's next prompt is built from besides its image: enough to store it and restore it."""
+
+    report: str | None
+    transcript: list[Turn]
+    anchor: Turn | None
+    context_start: int  # the context turns are transcript[context_start:] (see `Session._commit`)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -105,12 +118,21 @@ def _now() -> str:
 class Session:
     """One study: its image's metadata, cached embeddings and findings, the current report and the turns.
 
-    Not thread-safe: the caller runs one turn of a session at a time (the server holds its model
-    lock around `prepare` and `run`).
+    The model builds each turn's prompt embeddings and `engine` generates the answer (by default the
+    model's own LLM in this process, one answer at a time). Not thread-safe: the caller runs one turn of
+    a session at a time; turns of different sessions may run at once on a shared engine.
     """
 
-    def __init__(self, model: RaDialogModel, image: ImageInfo, encoded: EncodedImage, session_id: str | None = None):
+    def __init__(
+        self,
+        model: RaDialogModel,
+        image: ImageInfo,
+        encoded: EncodedImage,
+        session_id: str | None = None,
+        engine: LLMEngine | None = None,
+    ):
         self.model = model
+        self.engine = engine if engine is not None else TransformersEngine(model, max_batch_size=1)
         self.image = image
         self.encoded = encoded
         self.id = session_id or uuid.uuid4().hex
@@ -121,9 +143,11 @@ class Session:
         self.report: str | None = None
 
     @classmethod
-    def start(cls, model: RaDialogModel, xray: XRay, session_id: str | None = None) -> Session:
+    def start(
+        cls, model: RaDialogModel, xray: XRay, session_id: str | None = None, engine: LLMEngine | None = None
+    ) -> Session:
         """Encode the image once; every later turn reuses these embeddings (the pixels are not kept)."""
-        return cls(model, ImageInfo.of(xray), model.encode_image(xray), session_id)
+        return cls(model, ImageInfo.of(xray), model.encode_image(xray), session_id, engine)
 
     # ------------------------------------------------------------------ state
     @property
@@ -145,6 +169,20 @@ class Session:
         self._context = []
         self.report = text
         logger.debug("session %s: report replaced by the user's edit", self.id)
+
+    def state(self) -> ConversationState:
+        # The context turns are always the transcript's last ones: each is appended to both, and a report
+        # change or a dropped turn only shortens the context from the front.
+        return ConversationState(
+            self.report, list(self.transcript), self._anchor, len(self.transcript) - len(self._context)
+        )
+
+    def restore_state(self, state: ConversationState) -> None:
+        """Continue from a stored state (after a restart, or a turn another server process added)."""
+        self.report = state.report
+        self.transcript = list(state.transcript)
+        self._anchor = state.anchor
+        self._context = self.transcript[state.context_start :]
 
     def record(self, model_id: str | None = None) -> dict:
         """The exportable record: findings, report, transcript, model and time stamp."""
@@ -218,23 +256,20 @@ class Session:
     def run(self, pending: PendingTurn) -> Iterator[str]:
         """Stream the answer's text pieces; the turn is recorded once the generation has finished.
 
-        If the consumer stops early (a client went away), the generation is still drained to its end
-        before this returns, so the caller's model lock never releases while a generation is running.
+        If the consumer stops early (a client went away), the generation is cancelled and the turn is not
+        recorded: a truncated report must not become the one the conversation continues from. By the time
+        the stream is closed, the engine has stopped working on it.
         """
-        # A minimum length is a report-task setting (R2GenGPT's 80 tokens); other turns use the plain call.
-        minimum = {"min_new_tokens": pending.min_new_tokens} if pending.min_new_tokens else {}
-        stream = self.model.stream_generate(
-            pending.conversation, self.encoded.image_embeds, pending.max_new_tokens, **minimum
+        inputs_embeds = self.model.prompt_embeds(
+            pending.conversation, self.encoded.image_embeds, pending.max_new_tokens
         )
+        # A minimum length is a report-task setting (R2GenGPT's 80 tokens).
+        settings = self.model.decoding_settings(pending.max_new_tokens, pending.min_new_tokens)
         pieces: list[str] = []
-        try:
+        with contextlib.closing(self.engine.stream(inputs_embeds, settings)) as stream:
             for piece in stream:
                 pieces.append(piece)
                 yield piece
-        except GeneratorExit:
-            pieces.extend(stream)
-            self._commit(pending, "".join(pieces).strip())
-            raise
         self._commit(pending, "".join(pieces).strip())
 
     def ask(
@@ -246,10 +281,10 @@ class Session:
 
     # ------------------------------------------------------------------ internals
     def _report_prompt(self) -> str:
-        return self.model.report_prompt(self.encoded.predicted_findings)
+        return self.model.processor.report_prompt(self.encoded.predicted_findings)
 
     def _image_prefix(self) -> str:
-        return self.model.image_prefix(self.encoded)
+        return self.model.processor.image_prefix(self.encoded.predicted_findings)
 
     def _fit(self, task: Task, user: str, prompt: str, max_new_tokens: int, with_history: bool = True) -> PendingTurn:
         """The conversation for `prompt`, dropping the oldest context turns until it fits the context."""

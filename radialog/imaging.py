@@ -96,6 +96,9 @@ def _decode_raster(data: bytes, max_pixels: int) -> XRay:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as err:
         raise ImageLoadError("not a readable image: expected PNG, JPEG or DICOM") from err
+    except Image.DecompressionBombError as err:
+        # PIL refuses before we see the size when the header declares far more than its own limit.
+        raise ImageLoadError(f"the image is far too large to decode, over the limit of {max_pixels:,} pixels") from err
     _check_size(image.height, image.width, max_pixels)
     fmt = (image.format or "unknown").lower()
     try:
@@ -170,9 +173,14 @@ def load_xray(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> XRay:
         data = path.read_bytes()
     if not data:
         raise ImageLoadError("the file is empty (0 bytes)")
-    if _looks_like_dicom(data):
-        return _decode_dicom(data, max_pixels)
-    return _decode_raster(data, max_pixels)
+    try:
+        if _looks_like_dicom(data):
+            return _decode_dicom(data, max_pixels)
+        return _decode_raster(data, max_pixels)
+    except ImageLoadError:
+        raise
+    except Exception as err:  # any other decoder failure is still the file's fault, never the server's
+        raise ImageLoadError(f"the image cannot be decoded ({type(err).__name__}: {err})") from err
 
 
 def preprocess(image: Image.Image, config: ImageProcessorConfig) -> torch.Tensor:

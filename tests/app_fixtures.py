@@ -10,14 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from radialog.app.api import create_api
 from radialog.app.server import create_app
 from radialog.app.service import StudyService
 from radialog.app.studies import StudyStore
 from radialog.app.worker import ModelWorker
+from radialog.engines.transformers_engine import TransformersEngine
 from radialog.model.loading import ModelSource
 
 __all__ = [
+    "api_client",
+    "api_store",
     "running_server",
     "service",
     "slow_down_streaming",
@@ -34,6 +39,18 @@ EXAMPLE_XRAYS = sorted((Path(__file__).resolve().parents[1] / "app" / "examples"
 @pytest.fixture(scope="session")
 def tiny_worker(tiny_model) -> ModelWorker:
     return ModelWorker.from_model(tiny_model, ModelSource(preset="tiny"), wait_timeout_s=60)
+
+
+@pytest.fixture(scope="module")
+def api_store() -> StudyStore:
+    return StudyStore()
+
+
+@pytest.fixture(scope="module")
+def api_client(tiny_worker, api_store) -> Iterator[TestClient]:
+    """The API alone on the tiny model, with a store of its own per test module."""
+    with TestClient(create_api(tiny_worker, api_store)) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
@@ -61,16 +78,18 @@ def xray_bytes() -> list[bytes]:
 
 
 def slow_down_streaming(model, monkeypatch, delay_s: float = 0.05) -> None:
-    """The tiny model streams everything in a blink: hand its text out three characters per `delay_s`."""
-    original = model.stream_generate
+    """The tiny model streams everything in a blink: its in-process engines hand the text out three
+    characters per `delay_s`."""
+    original = TransformersEngine.stream
 
-    def slowed(*args, **kwargs):
-        for piece in original(*args, **kwargs):
-            for start in range(0, len(piece), 3):
-                time.sleep(delay_s)
-                yield piece[start : start + 3]
+    def slowed(self, *args, **kwargs):
+        with contextlib.closing(original(self, *args, **kwargs)) as pieces:
+            for piece in pieces:
+                for start in range(0, len(piece), 3):
+                    time.sleep(delay_s)
+                    yield piece[start : start + 3]
 
-    monkeypatch.setattr(model, "stream_generate", slowed)
+    monkeypatch.setattr(TransformersEngine, "stream", slowed)
 
 
 @pytest.fixture

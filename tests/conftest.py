@@ -27,11 +27,39 @@ def chest_dicom() -> Path:
 
 
 @pytest.fixture(scope="session")
+def decompression_bomb() -> bytes:
+    """A valid PNG whose header declares 60000 × 60000 pixels (3.6 GP, 3.6 GB decoded) in 100 bytes of data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    pixels = chunk(b"IDAT", zlib.compress(b"\0" * 100))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="session")
 def tiny_model():
     from radialog.model import RaDialogModel, get_preset
 
     torch.manual_seed(0)
     return RaDialogModel.from_config(get_preset("tiny"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def steered_tiny_model(tiny_model):
+    """The tiny model with non-zero LoRA weights, so that prompts and images steer what it answers."""
+    import copy
+
+    steered = copy.deepcopy(tiny_model)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for name, param in steered.language_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    return steered
 
 
 @pytest.fixture(scope="session")

@@ -2,45 +2,23 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
+from generation_inputs import mixed_prompts, noise_xray
 
 from radialog.errors import ContextOverflow, InputError
-from radialog.imaging import XRay
 from radialog.model import RaDialogModel, get_preset
 from radialog.model.batching import generate_batch
 from radialog.prompts import Conversation
 
 
-def xray(seed: int) -> XRay:
-    pixels = (torch.rand(200, 180, generator=torch.Generator().manual_seed(seed)) * 255).to(torch.uint8).numpy()
-    return XRay(pixels=pixels, source_format="png", original_dtype="uint8")
-
-
 @pytest.fixture(scope="module")
-def model(tiny_model):
-    perturbed = copy.deepcopy(tiny_model)
-    torch.manual_seed(7)
-    with torch.no_grad():  # non-zero LoRA so that prompts and images steer the output
-        for name, param in perturbed.language_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.5)
-    return perturbed
+def model(steered_tiny_model):
+    return steered_tiny_model
 
 
 def test_batched_answers_equal_single_answers_for_prompts_of_different_lengths(model):
-    encoded = [model.encode_image(xray(seed)) for seed in (0, 1, 2)]
-    conversations = [model.report_conversation(e) for e in encoded]
-    conversations[1].messages[-1] = ("ASSISTANT", "the heart is normal.")
-    conversations[1].add_user("is there any pleural effusion? please answer briefly and clearly.")
-    conversations[1].add_assistant(None)
-    text_only = Conversation()
-    text_only.add_user("what is a pneumothorax?")
-    text_only.add_assistant(None)
-    conversations.append(text_only)
-    embeds = [e.image_embeds for e in encoded] + [None]
+    conversations, embeds, _ = (list(column) for column in zip(*mixed_prompts(model), strict=True))
     single = [model.generate(c, e, max_new_tokens=8) for c, e in zip(conversations, embeds, strict=True)]
     batched = generate_batch(model, conversations, embeds, max_new_tokens=8)
     assert batched == single
@@ -53,8 +31,8 @@ def test_batched_beam_search_equals_single_beam_search_with_every_decoding_setti
     config.generation.no_repeat_ngram_size = 2
     torch.manual_seed(3)
     model = RaDialogModel.from_config(config, device="cpu")
-    encoded = [model.encode_image(xray(seed)) for seed in (4, 5)]
-    conversations = [model.report_conversation(e) for e in encoded]
+    encoded = [model.encode_image(noise_xray(seed)) for seed in (4, 5)]
+    conversations = [model.processor.report_conversation(e.predicted_findings) for e in encoded]
     embeds = [e.image_embeds for e in encoded]
     single = [
         model.generate(c, e, max_new_tokens=12, min_new_tokens=6) for c, e in zip(conversations, embeds, strict=True)

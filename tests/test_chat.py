@@ -24,14 +24,14 @@ def session(tiny_model) -> Session:
 
 def test_report_then_followups_reuse_the_image_embeddings(session, tiny_model, monkeypatch):
     seen = []
-    original = tiny_model.stream_generate
+    original = tiny_model.prompt_embeds
 
     def spy(conversation, image_embeds, max_new_tokens):
         seen.append((conversation, image_embeds))
         return original(conversation, image_embeds, max_new_tokens)
 
     monkeypatch.setattr(tiny_model, "encode_image", lambda xray: pytest.fail("the image was encoded again"))
-    monkeypatch.setattr(tiny_model, "stream_generate", spy)
+    monkeypatch.setattr(tiny_model, "prompt_embeds", spy)
     report = session.ask(Task.REPORT)
     assert session.report == report
     session.ask(Task.QUESTION, "Is the heart enlarged?")
@@ -135,7 +135,9 @@ def test_history_drops_oldest_turns_first_and_keeps_the_report(session):
     assert IMAGE_PLACEHOLDER in messages[0][1], "the image turn is kept"
     assert not any(text and text.startswith("question 0:") for _, text in messages), "the oldest turn went first"
     assert messages[-2][1].startswith(f"question {i}:")
-    assert session.model.tokenize(pending.conversation).shape[1] <= (session.model.max_context - pending.max_new_tokens)
+    assert session.model.processor.tokenize(pending.conversation).shape[1] <= (
+        session.model.max_context - pending.max_new_tokens
+    )
     assert len(session.transcript) == i + 2, "the transcript keeps every turn"
 
 
@@ -144,11 +146,12 @@ def test_message_longer_than_the_context_is_refused(session):
         session.prepare(Task.CHAT, "word " * 1500)
 
 
-def test_a_closed_stream_still_finishes_and_records(session):
+def test_a_closed_stream_is_cancelled_and_not_recorded(session):
     stream = session.run(session.prepare(Task.REPORT))
     next(stream)
     stream.close()  # a client that went away
-    assert session.report and len(session.transcript) == 1
+    assert session.report is None and session.transcript == [], "a truncated report is not kept"
+    assert session.ask(Task.REPORT) == session.report, "the session goes on as if the turn had not started"
 
 
 def test_record_is_json(session):

@@ -118,8 +118,8 @@ def report_conversation() -> Conversation:
 
 def test_report_prompt_and_its_ids_match_radialogs(model):
     assert format_predicted_findings(MANIFEST["positive_labels"]) == MANIFEST["findings"]
-    assert model.render_prompt(report_conversation()) == MANIFEST["prompt"]
-    assert model.tokenize(report_conversation())[0].tolist() == MANIFEST["input_ids"]
+    assert model.processor.render(report_conversation()) == MANIFEST["prompt"]
+    assert model.processor.tokenize(report_conversation())[0].tolist() == MANIFEST["input_ids"]
 
 
 def test_logits_and_greedy_ids_match_radialogs(model, pictures):

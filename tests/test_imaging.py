@@ -124,6 +124,22 @@ def test_oversized_image_is_refused_before_decoding():
         load_xray(encode((gradient(100, 100) * 255).astype(np.uint8)), max_pixels=5_000)
 
 
+def test_a_decompression_bomb_is_refused_with_a_message(decompression_bomb):
+    # PIL's own DecompressionBombError must not escape: the API would answer 500.
+    with pytest.raises(ImageLoadError, match="too large to decode"):
+        load_xray(decompression_bomb)
+
+
+def test_any_decoder_failure_is_an_image_load_error(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("decoder crashed")
+
+    rgb = encode((np.stack([gradient()] * 3, axis=-1) * 255).astype(np.uint8))
+    monkeypatch.setattr(Image.Image, "convert", broken)  # an RGB image is converted to gray after loading
+    with pytest.raises(ImageLoadError, match=r"cannot be decoded.*decoder crashed"):
+        load_xray(rgb)
+
+
 def test_blank_image_is_refused():
     with pytest.raises(ImageLoadError, match="blank"):
         load_xray(encode(np.full((50, 50), 7, dtype=np.uint8)))

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from radialog.errors import ContextOverflow
+from radialog.errors import CheckpointError, ContextOverflow
 from radialog.imaging import XRay
 from radialog.model import RaDialogModel, get_preset
 from radialog.model.configuration import LanguageModelConfig, LoraSettings, PrecisionSettings, RaDialogConfig
+from radialog.model.language_model import load_language_model
 from radialog.model.modeling import part_dtypes
 from radialog.model.presets import TINY_TOKENIZER
 
@@ -47,7 +48,7 @@ def test_the_context_length_is_the_llms_own_unless_the_config_lowers_it():
     config.language_model.max_context = 100
     model = RaDialogModel.from_config(config, device="cpu")
     assert model.max_context == 100
-    conversation = model.report_conversation(model.encode_image(xray()))
+    conversation = model.processor.report_conversation(model.encode_image(xray()).predicted_findings)
     with pytest.raises(ContextOverflow) as refused:
         model.prompt_ids(conversation, max_new_tokens=90)
     assert refused.value.budget == 10
@@ -70,3 +71,12 @@ def test_precision_settings_survive_a_config_round_trip(tmp_path):
     config = get_preset("radialog-v1")
     config.save(tmp_path)
     assert RaDialogConfig.load(tmp_path).precision == PrecisionSettings(vision="float32", language_model="float16")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("mode", ["8bit", "4bit"])
+def test_quantizing_a_random_llm_is_not_silently_skipped(mode):
+    # A random-init LLM once ignored `quantization`, so a "4-bit" benchmark ran in full precision.
+    config = LanguageModelConfig(random_init=dict(TINY_GPT2), tokenizer=TINY_TOKENIZER)
+    with pytest.raises(CheckpointError, match="CUDA"):
+        load_language_model(config, vocab_size=100, dtype=torch.float32, device=torch.device("cpu"), quantization=mode)

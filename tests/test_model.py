@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from peft import PeftModel
@@ -23,20 +21,14 @@ def synthetic_xray(seed: int) -> XRay:
 
 
 @pytest.fixture(scope="module")
-def perturbed_model(tiny_model):
-    """The tiny model with non-zero LoRA weights, so the adapter matters in every check."""
-    model = copy.deepcopy(tiny_model)
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for name, param in model.language_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.5)
-    return model
+def perturbed_model(steered_tiny_model):
+    """Non-zero LoRA weights, so the adapter matters in every check."""
+    return steered_tiny_model
 
 
 def report_logits(model: RaDialogModel, xray: XRay) -> torch.Tensor:
     encoded = model.encode_image(xray)
-    input_ids = model.tokenize(model.report_conversation(encoded))
+    input_ids = model.processor.tokenize(model.processor.report_conversation(encoded.predicted_findings))
     with torch.no_grad():
         return model(input_ids=input_ids, image_embeds=encoded.image_embeds).logits
 
@@ -46,7 +38,7 @@ def greedy_answer(
 ) -> str:
     """The answer decoded one token at a time from the model's own logits (argmax until EOS), without
     `generate()`: what RaDialog's greedy decoding must give."""
-    prompt = model.tokenize(conversation)
+    prompt = model.processor.tokenize(conversation)
     new: list[int] = []
     with torch.no_grad():
         for _ in range(max_new_tokens):
@@ -61,7 +53,7 @@ def greedy_answer(
 
 def test_prompt_holds_exactly_32_image_positions(tiny_model):
     encoded = tiny_model.encode_image(synthetic_xray(0))
-    input_ids = tiny_model.tokenize(tiny_model.report_conversation(encoded))
+    input_ids = tiny_model.processor.tokenize(tiny_model.processor.report_conversation(encoded.predicted_findings))
     assert int((input_ids == tiny_model.image_token_id).sum()) == 32
     assert encoded.image_embeds.shape == (1, 32, 64)
 
@@ -75,7 +67,7 @@ def test_changing_the_image_changes_the_logits(perturbed_model):
 
 def test_image_embeddings_are_spliced_at_the_placeholder_positions(tiny_model):
     encoded = tiny_model.encode_image(synthetic_xray(0))
-    input_ids = tiny_model.tokenize(tiny_model.report_conversation(encoded))
+    input_ids = tiny_model.processor.tokenize(tiny_model.processor.report_conversation(encoded.predicted_findings))
     embeds = tiny_model.embed_inputs(input_ids, encoded.image_embeds)
     positions = (input_ids[0] == tiny_model.image_token_id).nonzero().squeeze(1)
     torch.testing.assert_close(embeds[0, positions], encoded.image_embeds[0])
@@ -86,7 +78,7 @@ def test_image_embeddings_are_spliced_at_the_placeholder_positions(tiny_model):
 
 def test_mismatching_number_of_image_embeddings_raises(tiny_model):
     encoded = tiny_model.encode_image(synthetic_xray(0))
-    input_ids = tiny_model.tokenize(tiny_model.report_conversation(encoded))
+    input_ids = tiny_model.processor.tokenize(tiny_model.processor.report_conversation(encoded.predicted_findings))
     with pytest.raises(InputError, match="32 image positions but 16"):
         tiny_model.embed_inputs(input_ids, encoded.image_embeds[:, :16])
     with pytest.raises(InputError, match="no image embeddings"):
@@ -145,22 +137,14 @@ def test_loading_rejects_weights_that_do_not_fit(tiny_model, tmp_path):
         RaDialogModel.from_pretrained(tmp_path / "nowhere", device="cpu")
 
 
-def test_streaming_yields_the_same_text_as_generate(perturbed_model):
-    encoded = perturbed_model.encode_image(synthetic_xray(2))
-    conversation = perturbed_model.report_conversation(encoded)
-    full = perturbed_model.generate(conversation, encoded.image_embeds, max_new_tokens=12)
-    pieces = list(perturbed_model.stream_generate(conversation, encoded.image_embeds, max_new_tokens=12))
-    assert pieces and "".join(pieces).strip() == full
-
-
 def test_follow_up_turn_keeps_the_image_tokens_of_turn_one(perturbed_model):
     encoded = perturbed_model.encode_image(synthetic_xray(4))
-    conversation = perturbed_model.report_conversation(encoded)
+    conversation = perturbed_model.processor.report_conversation(encoded.predicted_findings)
     report = perturbed_model.generate(conversation, encoded.image_embeds, max_new_tokens=6)
     conversation.messages[-1] = ("ASSISTANT", report)
     conversation.add_user("Is there any pleural effusion?")
     conversation.add_assistant(None)
-    input_ids = perturbed_model.tokenize(conversation)
+    input_ids = perturbed_model.processor.tokenize(conversation)
     assert int((input_ids == perturbed_model.image_token_id).sum()) == 32
     answer = perturbed_model.generate(conversation, encoded.image_embeds, max_new_tokens=4)
     assert answer == greedy_answer(perturbed_model, conversation, encoded.image_embeds, max_new_tokens=4)
@@ -175,7 +159,7 @@ def test_text_only_question_needs_no_image(tiny_model):
     conversation = Conversation()
     conversation.add_user("What is a pneumothorax?")
     conversation.add_assistant(None)
-    assert int((tiny_model.tokenize(conversation) == tiny_model.image_token_id).sum()) == 0
+    assert int((tiny_model.processor.tokenize(conversation) == tiny_model.image_token_id).sum()) == 0
     answer = tiny_model.generate(conversation, None, max_new_tokens=4)
     assert answer == greedy_answer(tiny_model, conversation, None, max_new_tokens=4)
 

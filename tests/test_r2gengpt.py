@@ -72,16 +72,16 @@ def test_prompt_wording_and_49_image_positions(model, chest_dicom):
 
     encoded = model.encode_image(load_xray(chest_dicom))
     assert encoded.image_embeds.shape == (1, 49, 64) and encoded.probabilities == {}
-    conversation = model.report_conversation(encoded)
-    assert model.render_prompt(conversation) == PROMPT
-    ids = model.tokenize(conversation)
+    conversation = model.processor.report_conversation(encoded.predicted_findings)
+    assert model.processor.render(conversation) == PROMPT
+    ids = model.processor.tokenize(conversation)
     assert ids[0, 0] == model.tokenizer.bos_token_id and int((ids == model.image_token_id).sum()) == 49
     # Follow-up turns keep the Human/Assistant frame.
     conversation.messages[-1] = ("ASSISTANT", "no acute findings.")
     conversation.add_user("Is there any edema?")
     conversation.add_assistant(None)
     follow_up = f" no acute findings.{model.tokenizer.eos_token}Human: Is there any edema? \nAssistant:"
-    assert model.render_prompt(conversation) == PROMPT + follow_up
+    assert model.processor.render(conversation) == PROMPT + follow_up
 
 
 def test_views_are_averaged_before_the_projection(model):
@@ -138,7 +138,7 @@ def test_r2gengpt_checkpoints_convert_exactly(mode, tmp_path):
     assert converted.config.name == f"r2gengpt-{mode}"
 
     reference.eval()
-    pixels, ids = torch.randn(1, 3, 112, 112), reference.tokenize(report_conversation())
+    pixels, ids = torch.randn(1, 3, 112, 112), reference.processor.tokenize(report_conversation())
     with torch.no_grad():
         expected = reference(ids, pixel_values=pixels).logits
         if mode == "delta":  # LoRA merged into W: the same sums in another order

@@ -20,7 +20,7 @@ from radialog.instruct_data.builder import InstructConfig, InstructResult, build
 from radialog.labeler import RuleBasedLabeler
 from radialog.model import FindingsClassifierConfig, ImageEncoderConfig, RaDialogModel, get_preset
 from radialog.model.alignment import ALIGNMENT_HEADS_NAME
-from radialog.model.modeling import WEIGHTS_NAME
+from radialog.model.checkpoint import WEIGHTS_NAME
 from radialog.prompts import build_report_prompt
 from radialog.synthetic import SyntheticConfig, make_synthetic_dataset
 from radialog.training.config import StageConfig, TrainConfig
@@ -337,9 +337,9 @@ def test_training_renders_the_report_request_as_the_app_prompts_for_it(preset):
     torch.manual_seed(0)
     model = RaDialogModel.from_config(get_preset(preset), device="cpu")
     encoded = model.encode_image(blank_xray())  # what the app's session starts from
-    served = model.render_prompt(model.report_conversation(encoded))
+    served = model.processor.render(model.processor.report_conversation(encoded.predicted_findings))
     messages = [report_request(encoded.predicted_findings), {"role": "assistant", "content": "Mild edema."}]
-    trained = model.render_prompt(to_conversation(model, messages), add_generation_prompt=False)
+    trained = model.processor.render(to_conversation(model, messages), add_generation_prompt=False)
     assert trained.startswith(served) and trained[len(served) :].strip().startswith("Mild edema.")
     input_ids, _ = encode_conversation(model, messages)
     assert int((input_ids == model.image_token_id).sum()) == model.num_image_tokens

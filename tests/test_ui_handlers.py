@@ -51,9 +51,9 @@ def test_a_new_upload_or_clearing_it_forgets_the_tabs_previous_study(service, xr
 def test_ui_studies_count_against_the_stores_caps(worker, xray_files):
     service = StudyService(worker, StudyStore(StoreSettings(max_studies=1)))
     first_tab = on_upload(service, xray_files[0], None)[0]
-    on_upload(service, xray_files[1], None)  # another tab
-    with pytest.raises(gr.Error, match="no longer keeps this study"):
-        run(service, Task.REPORT, first_tab)
+    with pytest.raises(gr.Error, match="study store is full"):
+        on_upload(service, xray_files[1], None)  # another tab
+    assert service.get(first_tab), "the first tab's study is kept"
 
 
 def test_bad_uploads_show_an_error_and_store_nothing(worker, xray_files, tmp_path):
@@ -109,7 +109,9 @@ def test_an_edited_report_is_the_one_exported(service, xray_files):
     assert report == "The lungs are clear." and chat[-1] == {"role": "user", "content": "(report edited)"}
     with pytest.raises(gr.Error, match="empty"):
         on_apply_edit(service, "   ", study_id, chat)
-    text_file, json_file = (Path(p) for p in on_export(service, study_id))
+    files = {Path(p).name.split(".", 1)[1]: Path(p) for p in on_export(service, study_id)}
+    assert set(files) == {"txt", "json", "fhir.json", "dcm"}
+    text_file, json_file = files["txt"], files["json"]
     record = json.loads(json_file.read_text())
     assert record["report"] == "The lungs are clear." and record["model_id"] == "preset:tiny"
     assert "The lungs are clear." in text_file.read_text() and study_id[:8] in text_file.name

@@ -26,25 +26,35 @@ def generate_batch(
     (greedy or beam search, with the same penalties).
 
     Each prompt is embedded on its own (its `<IMG>` positions filled from its image), then the rows are
-    left-padded to a common length, (B, T, hidden), with a 0/1 attention mask; generate() derives the
-    position ids from that mask, so every row decodes as it would alone.
+    left-padded to a common length (`left_pad`).
     """
     if len(conversations) != len(image_embeds_list):
         raise InputError(f"{len(conversations)} conversations but {len(image_embeds_list)} image embeddings")
     if not conversations:
         return []
-    rows = []
-    for conversation, image_embeds in zip(conversations, image_embeds_list, strict=True):
-        ids = model.prompt_ids(conversation, max_new_tokens)  # (1, T_i)
-        rows.append(model.embed_inputs(ids, image_embeds)[0])  # (T_i, hidden)
-    length = max(row.shape[0] for row in rows)
-    pad_id = torch.tensor([model.tokenizer.pad_token_id], device=model.device)
-    pad = model.language_model.get_input_embeddings()(pad_id)[0]  # (hidden,)
-    embeds = torch.stack([torch.cat([pad.expand(length - r.shape[0], -1), r]) for r in rows])  # (B, T, hidden)
-    mask = torch.stack([torch.cat([torch.zeros(length - r.shape[0]), torch.ones(r.shape[0])]) for r in rows]).to(
-        device=model.device, dtype=torch.long
-    )  # (B, T)
+    rows = [
+        model.prompt_embeds(conversation, image_embeds, max_new_tokens)
+        for conversation, image_embeds in zip(conversations, image_embeds_list, strict=True)
+    ]
+    embeds, mask = left_pad(rows, pad_embedding(model))
     output = model.language_model.generate(
         inputs_embeds=embeds, attention_mask=mask, **model.decoding_kwargs(max_new_tokens, min_new_tokens)
     )
     return [text.strip() for text in model.tokenizer.batch_decode(output, skip_special_tokens=True)]
+
+
+def pad_embedding(model: RaDialogModel) -> torch.Tensor:
+    """(hidden,): the pad token's input embedding, what fills the left of the shorter rows."""
+    pad_id = torch.tensor([model.tokenizer.pad_token_id], device=model.device)
+    return model.language_model.get_input_embeddings()(pad_id)[0]
+
+
+def left_pad(rows: list[torch.Tensor], pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts' (T_i, hidden) embeddings → (B, T, hidden) left-padded with `pad`, and the (B, T) 0/1 mask.
+
+    generate() derives the position ids from the mask, so every row decodes as it would alone.
+    """
+    length = max(row.shape[0] for row in rows)
+    embeds = torch.stack([torch.cat([pad.expand(length - r.shape[0], -1).to(r.dtype), r]) for r in rows])
+    mask = torch.stack([torch.cat([torch.zeros(length - r.shape[0]), torch.ones(r.shape[0])]) for r in rows])
+    return embeds, mask.to(device=embeds.device, dtype=torch.long)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import tempfile
 from pathlib import Path
 
 import torch
@@ -155,15 +156,29 @@ def load_language_model(
     base_dir: str | Path | None = None,
     quantization: str | None = None,
 ) -> PreTrainedModel:
-    """A random causal LM from `config.random_init` (vocab sized to the tokenizer), or local pretrained weights."""
+    """A random causal LM from `config.random_init` (vocab sized to the tokenizer), or local pretrained weights;
+    `quantization` ("8bit", "4bit") loads either through bitsandbytes."""
+    quant = _quantization_config(quantization, dtype)
     if config.pretrained is None:
         with torch.device(device):
-            model = AutoModelForCausalLM.from_config(random_init_config(config, vocab_size))
-        return model.to(dtype)
+            model = AutoModelForCausalLM.from_config(random_init_config(config, vocab_size)).to(dtype)
+        if quant is None:
+            return model
+        # from_config() cannot quantize: the random weights take the path real ones take, through a file,
+        # so a full-size random model measures what a quantized release would.
+        with tempfile.TemporaryDirectory(prefix="radialog-random-llm-") as scratch:
+            model.save_pretrained(scratch)
+            del model
+            return _from_pretrained(Path(scratch), dtype, device, quant)
     path = resolve_model_path(config.pretrained, base_dir)
-    kwargs = {"gguf_file": config.gguf_file} if config.gguf_file else {}
-    quant = _quantization_config(quantization, dtype)
     logger.info("loading language model from %s", path)
+    return _from_pretrained(path, dtype, device, quant, config.gguf_file)
+
+
+def _from_pretrained(
+    path: Path, dtype: torch.dtype, device: torch.device, quant: BitsAndBytesConfig | None, gguf_file: str | None = None
+) -> PreTrainedModel:
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     model = AutoModelForCausalLM.from_pretrained(
         path,
         dtype=dtype,

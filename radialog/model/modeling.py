@@ -2,70 +2,46 @@
 with a CheXpert classifier whose findings are written into the same prompt. The same class runs R2GenGPT:
 Swin → Linear + LayerNorm → 49 image embeddings in a frozen Llama-2, no classifier.
 
-Checkpoint layout (`save_pretrained` / `from_pretrained`):
-
-    config.json            RaDialogConfig
-    model.safetensors      image_encoder.*, alignment.*, classifier.* (a LoRA trained into the image
-                           encoder is merged into its weights here, so loading needs no adapter)
-    adapter/               peft LoRA adapter (when config.lora is set)
-    tokenizer/             the LLM tokenizer with `<IMG>` added
-    language_model/        base LLM weights, only when they were randomly initialised; otherwise
-                           config.language_model.pretrained points at them (e.g. Vicuna-7b)
+The model only computes: `RaDialogProcessor` (radialog/model/processing.py) turns studies and
+conversations into its inputs, radialog/model/checkpoint.py reads and writes its files, and an
+`LLMEngine` (radialog/engines/) generates from the prompt embeddings it computes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
-from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import (
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    TextIteratorStreamer,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from radialog.engines.base import DecodingSettings
 from radialog.errors import CheckpointError, ContextOverflow, InputError
-from radialog.imaging import XRay, preprocess
+from radialog.imaging import XRay
 from radialog.labels import CHEXPERT_LABELS
 from radialog.model.alignment import build_alignment
+from radialog.model.checkpoint import (
+    attach_adapter,
+    read_component_weights,
+    read_config,
+    read_tokenizer,
+    write_checkpoint,
+)
 from radialog.model.classifier import build_findings_classifier, positive_findings
-from radialog.model.configuration import CONFIG_NAME, RaDialogConfig
+from radialog.model.configuration import RaDialogConfig
 from radialog.model.image_encoder import build_image_encoder
-from radialog.model.language_model import (
-    PACKAGE_PREFIX,
-    as_causal_tokenizer,
-    load_language_model,
-    load_tokenizer,
-    resolve_model_path,
-)
-from radialog.prompts import (
-    IMAGE_PLACEHOLDER,
-    Conversation,
-    build_image_prefix,
-    build_r2gengpt_image_prefix,
-    build_r2gengpt_report_prompt,
-    build_report_prompt,
-    format_predicted_findings,
-)
+from radialog.model.language_model import load_language_model, load_tokenizer, resolve_model_path
+from radialog.model.processing import RaDialogProcessor
+from radialog.prompts import Conversation, format_predicted_findings
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_NAME = "model.safetensors"
 COMPONENTS = ("image_encoder", "alignment", "classifier")
-ADAPTER_DIR, TOKENIZER_DIR, LANGUAGE_MODEL_DIR = "adapter", "tokenizer", "language_model"
-ADAPTER_WEIGHTS_NAME, ADAPTER_CONFIG_NAME = "adapter_model.safetensors", "adapter_config.json"  # peft's names
-GENERATION_TIMEOUT_S = 600.0
 
 
 def default_device() -> torch.device:
@@ -120,8 +96,9 @@ class RaDialogModel(nn.Module):
         )
         self.classifier = build_findings_classifier(config.classifier) if config.classifier is not None else None
         self.language_model = language_model
+        self.processor = RaDialogProcessor.from_config(config, tokenizer)
         self.tokenizer = tokenizer
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+        self.image_token_id = self.processor.image_token_id
         self.source_dir: Path | None = None  # where relative weight references were resolved from
 
     # ------------------------------------------------------------------ construction and checkpoints
@@ -172,26 +149,17 @@ class RaDialogModel(nn.Module):
         quantization: str | None = None,
     ) -> RaDialogModel:
         directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file():
-            raise CheckpointError(f"no RaDialog checkpoint at {directory} (missing {CONFIG_NAME})")
-        config = RaDialogConfig.load(directory)
+        config = read_config(directory)
         device = torch.device(device) if device is not None else default_device()
         vision_dtype, llm_dtype = part_dtypes(config, device, dtype)
-        tokenizer = as_causal_tokenizer(AutoTokenizer.from_pretrained(directory / TOKENIZER_DIR, local_files_only=True))
+        tokenizer = read_tokenizer(directory)
         llm = load_language_model(
             config.language_model, vocab_size=len(tokenizer) - 1, dtype=llm_dtype, device=device,
             base_dir=directory, quantization=quantization,
         )  # fmt: skip
-        if config.lora is not None:
-            if not (directory / ADAPTER_DIR).is_dir():
-                raise CheckpointError(f"the config asks for LoRA but {directory / ADAPTER_DIR} is missing")
-            llm = PeftModel.from_pretrained(llm, directory / ADAPTER_DIR, is_trainable=False)
-        model = cls(config, llm, tokenizer)
+        model = cls(config, attach_adapter(llm, directory, config), tokenizer)
         model.source_dir = directory
-        weights = directory / WEIGHTS_NAME
-        if not weights.is_file():
-            raise CheckpointError(f"missing {weights}")
-        model.load_component_weights(load_file(str(weights)))
+        model.load_component_weights(read_component_weights(directory))
         return model._place(device, vision_dtype)
 
     def component_state_dict(self) -> dict[str, torch.Tensor]:
@@ -218,51 +186,9 @@ class RaDialogModel(nn.Module):
     def save_pretrained(
         self, directory: str | Path, save_language_model: bool = False, dtype: torch.dtype | None = None
     ) -> None:
-        """Write the checkpoint. The base LLM is stored only when it exists nowhere else (random
-        initialisation) or when asked (after full fine-tuning); otherwise the config points at it.
-
-        `dtype` casts the stored floating-point weights (float16 halves a checkpoint meant for shipping);
-        loading casts them back to the model's dtype.
-        """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = self.config
-        reference = config.language_model.pretrained
-        # A base LLM that lives in a checkpoint of ours is copied along, so checkpoints stay self-contained.
-        if reference is None or reference == LANGUAGE_MODEL_DIR or save_language_model:
-            # LoRA wraps layers in place: save the plain base weights, without the adapter's.
-            state = cast_floating(
-                {
-                    k.replace(".base_layer.", "."): v
-                    for k, v in self.base_language_model.state_dict().items()
-                    if ".lora_" not in k
-                },
-                dtype,
-            )
-            self.base_language_model.save_pretrained(directory / LANGUAGE_MODEL_DIR, state_dict=state)
-            language_model = replace(
-                config.language_model, pretrained=LANGUAGE_MODEL_DIR, random_init=None, gguf_file=None
-            )
-            config = replace(config, language_model=language_model)
-        elif not reference.startswith(PACKAGE_PREFIX):
-            # Keep the reference valid from the new location.
-            absolute = resolve_model_path(reference, self.source_dir).resolve()
-            config = replace(config, language_model=replace(config.language_model, pretrained=str(absolute)))
-        config.save(directory)
-        save_file(cast_floating(self.component_state_dict(), dtype), str(directory / WEIGHTS_NAME))
-        self.tokenizer.save_pretrained(directory / TOKENIZER_DIR)
-        if isinstance(self.language_model, PeftModel):
-            # LoRA never touches the embeddings (`<IMG>` positions get image features, not a new row), and
-            # peft's "auto" check for a changed vocabulary would look the base model up on the Hub.
-            self.language_model.save_pretrained(directory / ADAPTER_DIR, save_embedding_layers=False)
-            # peft records where the base LLM sits on this machine; the config's reference is what loads it.
-            adapter_config = directory / ADAPTER_DIR / ADAPTER_CONFIG_NAME
-            settings = json.loads(adapter_config.read_text())
-            settings["base_model_name_or_path"] = config.language_model.pretrained
-            adapter_config.write_text(json.dumps(settings, indent=2, sort_keys=True))
-            if dtype is not None:  # peft writes the adapter in the model's dtype
-                adapter = str(directory / ADAPTER_DIR / ADAPTER_WEIGHTS_NAME)
-                save_file(cast_floating(load_file(adapter), dtype), adapter, metadata={"format": "pt"})
+        """Write the checkpoint (radialog/model/checkpoint.py says what goes where); `dtype` casts the stored
+        weights, e.g. float16 for shipping."""
+        write_checkpoint(self, directory, save_language_model, dtype)
 
     @property
     def base_language_model(self) -> PreTrainedModel:
@@ -297,13 +223,12 @@ class RaDialogModel(nn.Module):
 
     @torch.no_grad()
     def encode_image(self, xray: XRay) -> EncodedImage:
-        image = xray.to_pil()
-        pixels = preprocess(image, self.config.image_encoder.processor)[None].to(self.device, self.dtype)
+        pixels = self.processor.pixel_values(xray).to(self.device, self.dtype)
         probabilities: dict[str, float] = {}
         positive: list[str] = []
         if self.classifier is not None:
-            classifier_pixels = preprocess(image, self.config.classifier.image_encoder.processor)[None]
-            probs = self.classifier.probabilities(classifier_pixels.to(self.device, self.dtype))[0].float().cpu()
+            classifier_pixels = self.processor.classifier_pixel_values(xray).to(self.device, self.dtype)
+            probs = self.classifier.probabilities(classifier_pixels)[0].float().cpu()
             probabilities = dict(zip(CHEXPERT_LABELS, probs.tolist(), strict=True))
             positive = positive_findings(probabilities, self.config.classifier.threshold)
         return EncodedImage(
@@ -311,25 +236,6 @@ class RaDialogModel(nn.Module):
         )
 
     # ------------------------------------------------------------------ text path
-    def render_prompt(self, conversation: Conversation, add_generation_prompt: bool = True) -> str:
-        """The prompt text; `add_generation_prompt=False` for a closed conversation (training samples)."""
-        prompt_format = self.config.language_model.prompt_format
-        if prompt_format == "chat_template":
-            return self.tokenizer.apply_chat_template(
-                conversation.as_chat_messages(), tokenize=False, add_generation_prompt=add_generation_prompt
-            )
-        if prompt_format == "r2gengpt":
-            return conversation.render_r2gengpt(eos=self.tokenizer.eos_token)
-        return conversation.render_vicuna(eos=self.tokenizer.eos_token)
-
-    def tokenize(self, conversation: Conversation) -> torch.Tensor:
-        """(1, T) input ids of the rendered conversation, ready for generation."""
-        text = self.render_prompt(conversation)
-        # Chat templates write their own BOS; Vicuna and R2GenGPT prompts start with the tokenizer's.
-        add_special = self.config.language_model.prompt_format != "chat_template"
-        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=add_special)["input_ids"]
-        return ids.to(self.device)
-
     def embed_inputs(self, input_ids: torch.Tensor, image_embeds: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with every `<IMG>` position replaced, in order, by the image embeddings."""
         image_mask = input_ids == self.image_token_id
@@ -371,27 +277,36 @@ class RaDialogModel(nn.Module):
     def prompt_ids(self, conversation: Conversation, max_new_tokens: int) -> torch.Tensor:
         """(1, T) ids of the rendered conversation; `ContextOverflow` when the answer's `max_new_tokens`
         would not fit after them."""
-        input_ids = self.tokenize(conversation)
+        input_ids = self.processor.tokenize(conversation).to(self.device)
         budget = self.max_context - max_new_tokens
         if input_ids.shape[1] > budget:
             raise ContextOverflow(input_ids.shape[1], budget)
         return input_ids
 
-    def decoding_kwargs(self, max_new_tokens: int, min_new_tokens: int = 0) -> dict:
-        """`generate()` arguments for the configured decoding (greedy or beam search), one call or a batch."""
+    def decoding_settings(self, max_new_tokens: int, min_new_tokens: int = 0) -> DecodingSettings:
+        """The configured decoding (greedy or beam search, with its penalties) for one answer's budget."""
         settings = self.config.generation
-        kwargs = {
-            "max_new_tokens": max_new_tokens,
-            "min_new_tokens": min(min_new_tokens, max_new_tokens),
-            "do_sample": False,
-            "no_repeat_ngram_size": settings.no_repeat_ngram_size,
-            "repetition_penalty": settings.repetition_penalty,
-            "eos_token_id": self.tokenizer.eos_token_id,
-            "pad_token_id": self.tokenizer.pad_token_id,
-        }
-        if settings.num_beams > 1:  # length_penalty means something only to beam search
-            kwargs.update(num_beams=settings.num_beams, length_penalty=settings.length_penalty)
-        return kwargs
+        return DecodingSettings(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            num_beams=settings.num_beams,
+            repetition_penalty=settings.repetition_penalty,
+            no_repeat_ngram_size=settings.no_repeat_ngram_size,
+            length_penalty=settings.length_penalty,
+        )
+
+    def decoding_kwargs(self, max_new_tokens: int, min_new_tokens: int = 0) -> dict:
+        """`generate()` arguments for the configured decoding, one call or a batch."""
+        return self.decoding_settings(max_new_tokens, min_new_tokens).generate_kwargs()
+
+    @torch.no_grad()
+    def prompt_embeds(
+        self, conversation: Conversation, image_embeds: torch.Tensor | None, max_new_tokens: int
+    ) -> torch.Tensor:
+        """(T, hidden): the input embeddings an `LLMEngine` generates the open assistant turn from."""
+        return self.embed_inputs(self.prompt_ids(conversation, max_new_tokens), image_embeds)[0]
 
     def _generation_kwargs(
         self, conversation: Conversation, image_embeds: torch.Tensor | None, max_new_tokens: int, min_new_tokens: int
@@ -411,82 +326,24 @@ class RaDialogModel(nn.Module):
         max_new_tokens: int,
         min_new_tokens: int = 0,
     ) -> str:
-        """Deterministic answer (greedy, or beam search per the settings) to the open assistant turn."""
+        """Deterministic answer (greedy, or beam search per the settings) to the open assistant turn, in one
+        call (the command line, evaluations); a server streams through an `LLMEngine` instead."""
         kwargs = self._generation_kwargs(conversation, image_embeds, max_new_tokens, min_new_tokens)
         output = self.language_model.generate(**kwargs)
         # With inputs_embeds only, generate() returns just the new tokens.
         return self.tokenizer.decode(output[0], skip_special_tokens=True).strip()
 
-    def stream_generate(
-        self,
-        conversation: Conversation,
-        image_embeds: torch.Tensor | None,
-        max_new_tokens: int,
-        min_new_tokens: int = 0,
-    ) -> Iterator[str]:
-        """Like `generate`, yielding text pieces as they are decoded.
-
-        Beam search cannot stream (transformers refuses a streamer with several beams: the best beam is
-        only known at the end), so with `num_beams` > 1 the whole answer comes as one piece.
-        """
-        if self.config.generation.num_beams > 1:
-            yield self.generate(conversation, image_embeds, max_new_tokens, min_new_tokens)
-            return
-        streamer = TextIteratorStreamer(self.tokenizer, skip_special_tokens=True, timeout=GENERATION_TIMEOUT_S)
-        kwargs = self._generation_kwargs(conversation, image_embeds, max_new_tokens, min_new_tokens)
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                with torch.no_grad():
-                    self.language_model.generate(**kwargs, streamer=streamer)
-            except BaseException as err:  # surfaced in the caller's thread below
-                errors.append(err)
-                streamer.end()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        yield from (piece for piece in streamer if piece)
-        thread.join()
-        if errors:
-            raise errors[0]
-
     # ------------------------------------------------------------------ the report task
-    def report_prompt(self, predicted_findings: str) -> str:
-        """The first user message asking for the report, in the wording the model was trained on."""
-        if self.config.language_model.prompt_format == "r2gengpt":
-            return build_r2gengpt_report_prompt(self.num_image_tokens)
-        return build_report_prompt(predicted_findings, self.num_image_tokens)
-
-    def image_prefix(self, encoded: EncodedImage) -> str:
-        """What opens a first user message that is not the report request, so the image is read the same way."""
-        if self.config.language_model.prompt_format == "r2gengpt":
-            return build_r2gengpt_image_prefix(self.num_image_tokens)
-        return build_image_prefix(encoded.predicted_findings, self.num_image_tokens)
-
-    def report_conversation(self, encoded: EncodedImage) -> Conversation:
-        conversation = Conversation()
-        conversation.add_user(self.report_prompt(encoded.predicted_findings))
-        conversation.add_assistant(None)
-        return conversation
-
     def generate_report(self, xray: XRay, max_new_tokens: int | None = None) -> ReportResult:
         encoded = self.encode_image(xray)
         settings = self.config.generation
         report = self.generate(
-            self.report_conversation(encoded),
+            self.processor.report_conversation(encoded.predicted_findings),
             encoded.image_embeds,
             max_new_tokens or settings.report_max_new_tokens,
             settings.report_min_new_tokens,
         )
         return ReportResult(probabilities=encoded.probabilities, report=report)
-
-
-def cast_floating(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
-    """Floating-point tensors cast to `dtype` (None: unchanged); integer buffers such as BatchNorm counts kept."""
-    if dtype is None:
-        return state
-    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
 
 
 def merged_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ stored as what it asks, not as prompt text:
 
     {"role": "user", "request": "report", "predicted_findings": "cardiomegaly, edema"}
 
-and becomes `RaDialogModel.report_prompt(predicted_findings)`, the same call the app's `Session` makes for its
+and becomes `RaDialogProcessor.report_prompt(predicted_findings)`, the same call the app's `Session` makes for its
 anchor turn. So one instruct file serves every model (RaDialog's 32 image positions with the predicted
 findings, R2GenGPT's `<Img>` frame with 49 and no findings), and training renders exactly what serving sends.
 """
@@ -55,5 +55,5 @@ def to_conversation(model: RaDialogModel, messages: Sequence[dict]) -> Conversat
         elif request != REPORT_REQUEST or role != USER or not isinstance(message.get("predicted_findings"), str):
             raise InputError(f"a request must be a user turn {report_request('...')}, got {message}")
         else:
-            conversation.messages.append((role, model.report_prompt(message["predicted_findings"])))
+            conversation.messages.append((role, model.processor.report_prompt(message["predicted_findings"])))
     return conversation

@@ -41,16 +41,15 @@ def encode_conversation(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, labels), 1-D; labels are IGNORE_INDEX outside assistant answers.
 
-    The prompt is rendered exactly as at inference (`RaDialogModel.render_prompt` of the closed
+    The prompt is rendered exactly as at inference (`RaDialogProcessor.render` of the closed
     conversation, report requests in the model's report prompt), and token offsets decide which tokens
     belong to an answer. `max_length` keeps the first tokens only; `ConversationDataset` cuts itself,
     after checking the whole sample.
     """
     conversation = to_conversation(model, messages)
     tokenizer = model.tokenizer
-    text = model.render_prompt(conversation, add_generation_prompt=False)
-    # Chat templates write their own BOS; the other formats start with the tokenizer's.
-    add_special = model.config.language_model.prompt_format != "chat_template"
+    text = model.processor.render(conversation, add_generation_prompt=False)
+    add_special = model.processor.prompt_format.add_special_tokens
     encoded = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
     input_ids = torch.tensor(encoded["input_ids"])
     labels = torch.full_like(input_ids, IGNORE_INDEX)
