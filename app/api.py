@@ -9,7 +9,6 @@ cause answers 4xx with `{"detail": "<message>"}`; a busy model or an unreachable
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import secrets
 from collections.abc import AsyncIterator, Callable, Generator
@@ -23,6 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from radialog.app.audit import log_access
 from radialog.app.service import (
     GENERATION_TIMEOUT_S,
     MAX_UPLOAD_BYTES,
@@ -44,7 +44,6 @@ from radialog.memory import OutOfMemory, free_memory
 
 RETRY_AFTER_S = 10
 # One line per access to a study: who, which study, what. Never the image, a message or a report.
-AUDIT = logging.getLogger("radialog.audit")
 
 EXAMPLE_FINDINGS = {"Cardiomegaly": 0.71, "Edema": 0.12, "No Finding": 0.05}
 EXAMPLE_REPORT = "The heart is enlarged. No focal consolidation, pleural effusion or pneumothorax."
@@ -303,7 +302,7 @@ def _studies_router(service: StudyService, api_token: str | None) -> APIRouter:
     def audit(request: Request) -> None:
         route = request.scope.get("route")
         action = f"{request.method} {getattr(route, 'path', request.url.path)}"
-        AUDIT.info("who=%s study=%s action=%s", who(request), request.path_params.get("study_id", "-"), action)
+        log_access(who(request), request.path_params.get("study_id"), action)
 
     # Router dependencies run before the route: the token is checked before an upload is read, and an
     # access is logged once the token is accepted.
@@ -322,7 +321,7 @@ def _studies_router(service: StudyService, api_token: str | None) -> APIRouter:
         data = await read_file_field(request, "file", service.max_upload_bytes)
         # Decoding and encoding block: off the event loop, as FastAPI runs the other (plain) routes.
         study = await run_in_threadpool(service.create_study, data)
-        AUDIT.info("who=%s study=%s action=created", who(request), study.session.id)
+        log_access(who(request), study.session.id, "created")
         return _study_created(study.session, model_id)
 
     @router.get("/studies/{study_id}", response_model=StudyOut, responses=ERRORS, summary="a study's state")

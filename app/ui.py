@@ -12,8 +12,17 @@ from pathlib import Path
 
 import gradio as gr
 
+from radialog.app.audit import log_access
 from radialog.app.service import StudyService
-from radialog.app.ui_handlers import banner_text, findings_table, on_apply_edit, on_export, on_task, on_upload
+from radialog.app.ui_handlers import (
+    Chat,
+    banner_text,
+    findings_table,
+    on_apply_edit,
+    on_export,
+    on_task,
+    on_upload,
+)
 from radialog.chat import Task
 from radialog.labels import CHEXPERT_LABELS
 
@@ -22,6 +31,23 @@ UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom"]
 # System fonts only: Gradio's default theme would fetch Google Fonts from a CDN.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 CSS = ".radialog-banner {padding: 0.6em 1em; border-radius: 6px; background: #fff3cd; border: 1px solid #e0b100;}"
+
+
+def ui_client(request: gr.Request | None) -> str:
+    """Who, for the audit log: the browser's host, marked as the UI."""
+    host = request.client.host if request is not None and request.client else "unknown"
+    return f"{host} ui"
+
+
+def task_handler(service: StudyService, task: Task):
+    """One task button's event handler. A plain function, not a `partial`: Gradio hands the request only to
+    parameters it can see annotated as `gr.Request`."""
+
+    def run_task(text: str, drop: list[str], extra: list[str], study_id: str | None, chat: Chat, request: gr.Request):
+        log_access(ui_client(request), study_id, f"ui {task}")
+        yield from on_task(service, task, text, drop, extra, study_id, chat)
+
+    return run_task
 
 
 def example_label(path: Path) -> str:
@@ -79,8 +105,16 @@ def build_ui(service: StudyService) -> gr.Blocks:
                     export = gr.Button("Export report", elem_id="export")
                 exported = gr.File(label="Exported report", file_count="multiple", interactive=False)
 
+        def upload_study(path: str | None, study_id: str | None, request: gr.Request):
+            result = on_upload(service, path, study_id)
+            if study_id is not None:
+                log_access(ui_client(request), study_id, "ui replaced")
+            if result[0] is not None:
+                log_access(ui_client(request), result[0], "ui created")
+            return result
+
         upload.change(
-            partial(on_upload, service),
+            upload_study,
             [upload, study],
             [study, image, findings, chatbot, report],
             api_name="upload",
@@ -104,7 +138,16 @@ def build_ui(service: StudyService) -> gr.Blocks:
             (send.click, Task.CHAT),
             (message.submit, Task.CHAT),
         ]:
-            trigger(partial(on_task, service, task), inputs, outputs, api_name=str(task))
-        apply_edit.click(partial(on_apply_edit, service), [report, study, chatbot], [chatbot, report], api_name="edit")
-        export.click(partial(on_export, service), [study], [exported], api_name="export")
+            trigger(task_handler(service, task), inputs, outputs, api_name=str(task))
+
+        def apply_user_edit(text: str, study_id: str | None, chat: Chat, request: gr.Request):
+            log_access(ui_client(request), study_id, "ui edit")
+            return on_apply_edit(service, text, study_id, chat)
+
+        def export_study(study_id: str | None, request: gr.Request):
+            log_access(ui_client(request), study_id, "ui export")
+            return on_export(service, study_id)
+
+        apply_edit.click(apply_user_edit, [report, study, chatbot], [chatbot, report], api_name="edit")
+        export.click(export_study, [study], [exported], api_name="export")
     return blocks

@@ -359,6 +359,20 @@ def test_schemathesis_finds_no_server_errors(tiny_app):
     assert set(calls) == {operation.label for operation in operations}, "every operation was exercised"
 
 
+@pytest.mark.slow  # a real server and a Gradio client
+def test_ui_uploads_are_audited_like_the_apis(tiny_worker, xray_bytes, tmp_path, caplog):
+    from gradio_client import Client, handle_file
+
+    caplog.set_level(logging.INFO, logger="radialog.audit")
+    image = tmp_path / "xray.png"
+    image.write_bytes(xray_bytes[0])
+    with running_server(create_app(tiny_worker)) as url, contextlib.closing(Client(f"{url}/ui/", verbose=False)) as ui:
+        ui.predict(handle_file(str(image)), api_name="/upload")
+    lines = [r.getMessage() for r in caplog.records if r.name == "radialog.audit"]
+    created = [line for line in lines if line.startswith("who=127.0.0.1 ui ") and line.endswith("action=ui created")]
+    assert len(created) == 1 and "study=-" not in created[0], lines
+
+
 def test_every_access_is_audited_without_the_token_or_any_text(tiny_worker, xray_bytes, caplog):
     caplog.set_level(logging.INFO, logger="radialog.audit")
     bearer = {"Authorization": "Bearer s3cret"}
