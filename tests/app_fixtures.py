@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from server_processes import free_port
 
 from radialog.app.api import create_api
 from radialog.app.server import create_app
@@ -102,9 +102,7 @@ def running_server(app) -> Iterator[str]:
     """`app` served by uvicorn on a free local port, in a thread: a real server, with real disconnects."""
     import uvicorn
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     # Long-lived connections (a Gradio client's heartbeat) need not delay the end of a test.
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)

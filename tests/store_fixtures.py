@@ -7,7 +7,6 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from server_processes import free_port
 
 from radialog.app.database import Database
 
@@ -30,12 +30,6 @@ def _postgres_bin() -> Path | None:
         if candidate:
             return Path(candidate).parent
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -71,7 +65,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         command = [*as_user, str(bin_dir / binary), *args]
         return subprocess.run(command, check=True, capture_output=True, text=True, timeout=120, cwd=root)
 
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
     options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off"
     run("pg_ctl", "-D", str(data), "-o", options, "-l", str(root / "server.log"), "-w", "-t", "60", "start")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -21,6 +20,7 @@ import httpx
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from server_processes import free_port
 from transformers import AutoModelForCausalLM
 
 from radialog.app.api import create_api
@@ -41,12 +41,6 @@ VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 EXAMPLES = sorted((ROOT / "app" / "examples").glob("*.png"))
 QUESTIONS = ("Is there a pleural effusion?", "Is the heart enlarged?")
 STARTUP_TIMEOUT_S = 600
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class VLLMServer:
