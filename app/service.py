@@ -179,13 +179,14 @@ class StudyService:
         """A stored study's session: its image encoded again, its findings and conversation as stored."""
         xray = load_xray(stored.image)
         with self.worker.admit() as model:
-            fresh = model.encode_image(xray)
+            image_embeds = model.embed_image(xray)
         if stored.model_id != self.worker.model_id:
             logger.warning(
                 "study %s was made with %s, continues on %s", stored.id, stored.model_id, self.worker.model_id
             )
-        # The stored findings are those the report and conversation were built on; only the embeddings are new.
-        encoded = EncodedImage(fresh.image_embeds, stored.probabilities, stored.positive)
+        # The stored findings are those the report and conversation were built on: only the embeddings are
+        # computed again, not the classifier.
+        encoded = EncodedImage(image_embeds, stored.probabilities, stored.positive)
         session = Session(model, stored.image_info, encoded, stored.id, engine=self.worker.engine)
         session.created_at = stored.created_at
         session.restore_state(stored.state)

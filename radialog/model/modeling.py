@@ -223,7 +223,7 @@ class RaDialogModel(nn.Module):
 
     @torch.no_grad()
     def encode_image(self, xray: XRay) -> EncodedImage:
-        pixels = self.processor.pixel_values(xray).to(self.device, self.dtype)
+        """The image's embeddings and the classifier's findings."""
         probabilities: dict[str, float] = {}
         positive: list[str] = []
         if self.classifier is not None:
@@ -231,9 +231,12 @@ class RaDialogModel(nn.Module):
             probs = self.classifier.probabilities(classifier_pixels)[0].float().cpu()
             probabilities = dict(zip(CHEXPERT_LABELS, probs.tolist(), strict=True))
             positive = positive_findings(probabilities, self.config.classifier.threshold)
-        return EncodedImage(
-            image_embeds=self.get_image_features(pixels), probabilities=probabilities, positive=positive
-        )
+        return EncodedImage(image_embeds=self.embed_image(xray), probabilities=probabilities, positive=positive)
+
+    @torch.no_grad()
+    def embed_image(self, xray: XRay) -> torch.Tensor:
+        """(1, num_image_tokens, llm_hidden): the image embeddings alone, without the classifier."""
+        return self.get_image_features(self.processor.pixel_values(xray).to(self.device, self.dtype))
 
     # ------------------------------------------------------------------ text path
     def embed_inputs(self, input_ids: torch.Tensor, image_embeds: torch.Tensor | None) -> torch.Tensor:
