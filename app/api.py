@@ -93,10 +93,25 @@ class ConsistencyOut(BaseModel):
     checks: list[FindingCheckOut]
 
 
+class PriorOut(BaseModel):
+    """A prior image of the same patient attached to the study."""
+
+    present: bool
+    used_by_model: bool = Field(description="whether the image encoder compares the current image with it")
+    notice: str = Field(
+        description="what a UI shows beside the two images",
+        examples=[
+            "These weights were not trained with prior images: the prior is shown for comparison only, and the "
+            "report reads the current image alone."
+        ],
+    )
+
+
 class StudyOut(StudyCreated):
     report: str | None = Field(examples=[EXAMPLE_REPORT])
     consistency: ConsistencyOut | None = Field(description="the report against the findings; null before a report")
     turns: list[TurnOut]
+    prior: PriorOut | None = Field(default=None, description="the attached prior image; null when there is none")
 
 
 class ReportOut(BaseModel):
@@ -326,16 +341,29 @@ def _studies_router(service: StudyService, api_token: str | None) -> APIRouter:
 
     @router.get("/studies/{study_id}", response_model=StudyOut, responses=ERRORS, summary="a study's state")
     def get_study(study_id: str) -> StudyOut:
-        session = service.get(study_id)
-        turns = [
-            TurnOut(task=t.task, user=t.user, answer=t.answer, created_at=t.created_at) for t in session.transcript
-        ]
-        return StudyOut(
-            **_study_created(session, model_id).model_dump(),
-            report=session.report,
-            consistency=_consistency_out(report_consistency(session)),
-            turns=turns,
-        )
+        return _study_out(service.get(study_id), model_id)
+
+    @router.post(
+        "/studies/{study_id}/prior",
+        response_model=StudyOut,
+        responses={k: v for k, v in UPLOAD_ERRORS.items() if k != 507},
+        summary="attach a prior X-ray of the same patient (PNG, JPEG or DICOM), replacing any earlier one",
+        openapi_extra=UPLOAD_BODY,
+    )
+    async def attach_prior(
+        request: Request,
+        study_id: str,
+        use_prior: Annotated[
+            bool | None,
+            Query(
+                description="feed the prior to the image encoder (BioViL-T only); default: only when the weights "
+                "were trained with priors, else it is kept for comparison only"
+            ),
+        ] = None,
+    ) -> StudyOut:
+        data = await read_file_field(request, "file", service.max_upload_bytes)
+        session = await run_in_threadpool(service.attach_prior, study_id, data, use_prior)
+        return _study_out(session, model_id)
 
     @router.get(
         "/studies/{study_id}/consistency",
@@ -359,6 +387,17 @@ def _studies_router(service: StudyService, api_token: str | None) -> APIRouter:
         exported = service.export(study_id, fmt)
         disposition = f'attachment; filename="{exported.filename}"'
         return Response(exported.content, media_type=exported.media_type, headers={"Content-Disposition": disposition})
+
+    @router.get(
+        "/studies/{study_id}/heatmap",
+        responses={**INPUT_ERRORS, 200: {"content": {"image/png": {}}, "description": "the overlay, PNG"}},
+        response_class=Response,
+        summary="where the classifier sees a finding: a class-activation map over the image, as PNG",
+    )
+    def get_heatmap(
+        study_id: str, finding: Annotated[str, Query(description="a CheXpert label, e.g. Pleural Effusion")]
+    ) -> Response:
+        return Response(service.heatmap(study_id, finding), media_type="image/png")
 
     @router.delete("/studies/{study_id}", status_code=204, responses=ERRORS, summary="forget a study")
     def delete_study(study_id: str) -> Response:
@@ -410,6 +449,18 @@ def _study_created(session: Session, model_id: str) -> StudyCreated:
         model=model_id,
         model_name=session.model.config.name,
         created_at=session.created_at,
+    )
+
+
+def _study_out(session: Session, model_id: str) -> StudyOut:
+    turns = [TurnOut(task=t.task, user=t.user, answer=t.answer, created_at=t.created_at) for t in session.transcript]
+    prior = session.prior
+    return StudyOut(
+        **_study_created(session, model_id).model_dump(),
+        report=session.report,
+        consistency=_consistency_out(report_consistency(session)),
+        turns=turns,
+        prior=None if prior is None else PriorOut(present=True, used_by_model=prior.used_by_model, notice=prior.notice),
     )
 
 

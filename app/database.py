@@ -65,6 +65,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (study_id, seq)
         )""",
     ),
+    # 2: a prior image of the same patient, as uploaded, and whether the image encoder reads it (0 or 1).
+    (
+        "ALTER TABLE studies ADD COLUMN prior_image {blob}",
+        "ALTER TABLE studies ADD COLUMN prior_used INTEGER",
+    ),
 )
 
 

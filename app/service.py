@@ -24,10 +24,11 @@ import pydicom
 
 from radialog.app.studies import StoredStudy, StudyStore
 from radialog.app.worker import ModelWorker
-from radialog.chat import Session, Task
+from radialog.chat import PriorInfo, Session, Task, prior_is_used
 from radialog.consistency import ConsistencyResult, check_consistency
 from radialog.errors import ImageLoadError, InputError
 from radialog.export_formats import ExportFile, export_file
+from radialog.heatmap import finding_heatmap, overlay_png
 from radialog.imaging import XRay, load_xray
 from radialog.model.modeling import EncodedImage
 
@@ -108,6 +109,45 @@ class StudyService:
     def get(self, study_id: str) -> Session:
         return self.store.get(study_id, self._restore)
 
+    def attach_prior(self, study_id: str, data: bytes, use_prior: bool | None = None) -> Session:
+        """Attach a prior image of the same patient (PNG, JPEG or DICOM bytes), replacing any earlier one.
+
+        The image encoder reads it with the current image when `use_prior` says so, by default only when the
+        weights were trained with priors (`ImageEncoderConfig.trained_with_priors`); otherwise it is kept for
+        display and the embeddings stay the single image's. The findings, report and turns are kept.
+        """
+        if len(data) > self.max_upload_bytes:
+            raise UploadTooLarge(self.max_upload_bytes)
+        prior_xray = load_xray(data)  # before queueing: bad input never waits for the model
+        session = self.get(study_id)
+        encoder = session.model.config.image_encoder
+        used = prior_is_used(encoder, use_prior)
+        encoded = session.encoded
+        if used or encoded.with_prior:  # a new prior to read, or an earlier one to stop reading
+            xray = load_xray(self.store.image(study_id))
+            with self.worker.admit() as model:
+                image_embeds = model.embed_image(xray, prior_xray if used else None)
+            encoded = EncodedImage(image_embeds, session.probabilities, session.positive, with_prior=used)
+        session.attach_prior(PriorInfo.of(encoder, used, data), encoded)
+        self.store.save_prior(session, data)
+        logger.info(
+            "study %s: %s prior image attached, used by the model: %s", study_id, prior_xray.source_format, used
+        )
+        return session
+
+    def prior_image(self, study_id: str) -> bytes | None:
+        """The study's prior image as uploaded, or None."""
+        return self.store.prior_image(study_id)
+
+    def heatmap(self, study_id: str, finding: str) -> bytes:
+        """PNG: where the classifier's evidence for `finding` lies (`radialog.heatmap`), over the study's image
+        as the model reads it. `InputError` for an unknown finding or a model without a classifier."""
+        self.get(study_id)  # an unknown study is a 404 before any decoding
+        xray = load_xray(self.store.image(study_id))
+        with self.worker.admit() as model:
+            heatmap = finding_heatmap(model, xray, finding)
+        return overlay_png(xray, heatmap)
+
     def delete(self, study_id: str) -> None:
         self.store.delete(study_id)
 
@@ -179,15 +219,23 @@ class StudyService:
         """A stored study's session: its image encoded again, its findings and conversation as stored."""
         xray = load_xray(stored.image)
         with self.worker.admit() as model:
-            image_embeds = model.embed_image(xray)
+            encoder = model.config.image_encoder
+            prior_used = stored.prior_used and encoder.accepts_prior
+            if stored.prior_used and not prior_used:
+                logger.warning(
+                    "study %s: this model's image encoder takes no prior: reading the image alone", stored.id
+                )
+            prior_xray = load_xray(stored.prior_image) if prior_used else None
+            image_embeds = model.embed_image(xray, prior_xray)
         if stored.model_id != self.worker.model_id:
             logger.warning(
                 "study %s was made with %s, continues on %s", stored.id, stored.model_id, self.worker.model_id
             )
         # The stored findings are those the report and conversation were built on: only the embeddings are
-        # computed again, not the classifier.
-        encoded = EncodedImage(image_embeds, stored.probabilities, stored.positive)
-        session = Session(model, stored.image_info, encoded, stored.id, engine=self.worker.engine)
+        # computed again (with the prior when it was read), not the classifier.
+        encoded = EncodedImage(image_embeds, stored.probabilities, stored.positive, with_prior=prior_used)
+        prior = None if stored.prior_image is None else PriorInfo.of(encoder, prior_used, stored.prior_image)
+        session = Session(model, stored.image_info, encoded, stored.id, engine=self.worker.engine, prior=prior)
         session.created_at = stored.created_at
         session.restore_state(stored.state)
         logger.info("study %s restored from the store", stored.id)

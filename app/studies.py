@@ -1,7 +1,7 @@
 """Studies of the REST API and the UI, kept in the study database (`radialog.app.database`).
 
-The database is the truth: each study's image bytes as uploaded, its findings, report and report
-revisions, the transcript and the conversation state, time stamps and the model id. A process keeps its
+The database is the truth: each study's image bytes as uploaded, any prior image's, its findings, report,
+report revisions, the transcript and the conversation state, time stamps and the model id. A process keeps its
 recently used `Session`s (with their image embeddings) in a small cache, and checks each one's revision
 in the database on every `get`, so a study changed or deleted by another process is never served stale;
 a study it has never seen (created by another process, or before a restart) is rebuilt by the caller's
@@ -14,6 +14,7 @@ evicted to make room.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -62,6 +63,8 @@ class StoredStudy:
     probabilities: dict[str, float]  # the findings the conversation was built on (NaN: no output)
     positive: list[str]
     state: ConversationState
+    prior_image: bytes | None = None  # a prior image of the same patient, as uploaded
+    prior_used: bool = False  # whether the image encoder read it with the current image
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ class StudyStore:
                 self._cache[study_id] = cached
                 return cached[0]
         stored, revision = self._load(study_id)
-        if cached is not None:  # changed by another process: same image, newer conversation
+        if cached is not None and _same_prior(cached[0], stored):  # changed by another process: newer conversation
             session = cached[0]
             session.restore_state(stored.state)
         else:
@@ -155,6 +158,43 @@ class StudyStore:
             with self._lock:
                 self._cache.pop(session.id, None)
             raise
+
+    def save_prior(self, session: Session, image: bytes) -> None:
+        """Store the session's prior image as uploaded (replacing any earlier one), whether the model reads it,
+        and the conversation state that goes with it."""
+        if session.prior is None:
+            raise ValueError("the session has no prior image to store")
+        state = session.state()
+        revision = uuid.uuid4().hex
+        try:
+            with self.db.transaction(write=True) as run:
+                updated = run(
+                    "UPDATE studies SET updated_s = ?, revision = ?, anchor = ?, prior_image = ?, prior_used = ? "
+                    "WHERE id = ?",
+                    (
+                        time.time(),
+                        revision,
+                        _turn_json(state.anchor),
+                        image,
+                        int(session.prior.used_by_model),
+                        session.id,
+                    ),
+                )
+                if updated.rowcount == 0:
+                    raise StudyNotFound(f"no study {session.id!r} (it was deleted meanwhile)")
+        except BaseException:
+            with self._lock:  # as in `save`: the next get() reloads the study
+                self._cache.pop(session.id, None)
+            raise
+        self._cache_put(session, revision)
+
+    def prior_image(self, study_id: str) -> bytes | None:
+        """The study's prior image as uploaded, or None when it has none."""
+        with self.db.transaction() as run:
+            row = run("SELECT prior_image FROM studies WHERE id = ?", (study_id,)).fetchone()
+        if row is None:
+            raise StudyNotFound(f"no study {study_id!r}")
+        return None if row[0] is None else bytes(row[0])
 
     def delete(self, study_id: str) -> None:
         """Erase the study: its rows, image bytes, turns and revisions."""
@@ -242,7 +282,7 @@ class StudyStore:
         with self.db.transaction() as run:
             row = run(
                 "SELECT model_id, created_at, revision, image, image_format, image_window, probabilities, "
-                "positive, report, anchor, context_start FROM studies WHERE id = ?",
+                "positive, report, anchor, context_start, prior_image, prior_used FROM studies WHERE id = ?",
                 (study_id,),
             ).fetchone()
             if row is None:
@@ -251,7 +291,8 @@ class StudyStore:
                 "SELECT task, user_text, prompt, answer, created_at FROM turns WHERE study_id = ? ORDER BY seq",
                 (study_id,),
             ).fetchall()
-        model_id, created_at, revision, image, fmt, window, probabilities, positive, report, anchor, start = row
+        model_id, created_at, revision, image, fmt, window, probabilities, positive, report, anchor, start = row[:11]
+        prior_image, prior_used = row[11:]
         stored = StoredStudy(
             id=study_id,
             model_id=model_id,
@@ -261,8 +302,20 @@ class StudyStore:
             probabilities={k: math.nan if p is None else p for k, p in json.loads(probabilities).items()},
             positive=json.loads(positive),
             state=ConversationState(report, [Turn(Task(t[0]), *t[1:]) for t in turns], _turn_from_json(anchor), start),
+            prior_image=None if prior_image is None else bytes(prior_image),
+            prior_used=bool(prior_used),
         )
         return stored, revision
+
+
+def _same_prior(session: Session, stored: StoredStudy) -> bool:
+    """Whether the session's embeddings still go with the stored prior (another process may have attached one)."""
+    if session.prior is None or stored.prior_image is None:
+        return session.prior is None and stored.prior_image is None
+    return (
+        session.prior.digest == hashlib.sha256(stored.prior_image).hexdigest()
+        and session.prior.used_by_model == stored.prior_used
+    )
 
 
 def _turn_json(turn: Turn | None) -> str | None:

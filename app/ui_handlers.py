@@ -8,6 +8,8 @@ expiry as the API's studies, so a tab left open holds no image and no model stat
 from __future__ import annotations
 
 import contextlib
+import html
+import io
 import math
 import tempfile
 from collections.abc import Iterator
@@ -17,13 +19,15 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from radialog.app.service import GenerationTimeout, StudyService
+from radialog.app.service import GenerationTimeout, StudyService, report_consistency
 from radialog.app.studies import DatabaseUnavailable, StoreFull, StudyNotFound
 from radialog.app.worker import ModelNotReady, ModelWorker, QueueFull
 from radialog.chat import Session, Task
+from radialog.consistency import ConsistencyResult, FindingCheck, Verdict
 from radialog.engines.base import EngineError
 from radialog.errors import RaDialogError
 from radialog.export_formats import FORMATS, export_file
+from radialog.imaging import load_xray
 from radialog.labels import CHEXPERT_LABELS
 from radialog.memory import OutOfMemory
 
@@ -43,6 +47,8 @@ SERVICE_ERRORS = (
     GenerationTimeout,
 )
 NO_STUDY = "Upload an X-ray first."
+NO_FINDING_PICKED = "Pick a finding first."
+NO_REPORT_TO_CHECK = '<p class="consistency-empty">No report to check yet.</p>'
 
 
 def banner_text(worker: ModelWorker) -> str:
@@ -69,6 +75,34 @@ def findings_table(session: Session | None) -> Rows:
     ]
 
 
+def consistency_html(result: ConsistencyResult | None) -> str:
+    """The consistency panel: each contradiction and omission with its report sentence and the classifier's
+    probability, then how many findings agree. Report text is escaped: it is the model's or the user's."""
+    if result is None:
+        return NO_REPORT_TO_CHECK
+    flags = [check for check in result.checks if check.verdict is not Verdict.AGREEMENT]
+    agreeing = len(result.checks) - len(flags)
+    summary = f"The report agrees with the classifier on {agreeing} of {len(result.checks)} findings."
+    items = "".join(_flag_item(check) for check in flags)
+    listed = f'<ul class="consistency-flags">{items}</ul>' if items else ""
+    return f'<div class="consistency-panel">{listed}<p class="consistency-summary">{summary}</p></div>'
+
+
+def _flag_item(check: FindingCheck) -> str:
+    probability = "decision only" if check.probability is None else f"p = {check.probability:.3f}"
+    classifier = "calls it present" if check.classifier_positive else "calls it absent"
+    finding = html.escape(check.finding)
+    if check.verdict is Verdict.OMISSION:
+        said = "the report does not mention it"
+    else:
+        sentence = f" (“{html.escape(check.sentence)}”)" if check.sentence else ""
+        said = f"the report says {check.report}{sentence}"
+    return (
+        f'<li class="{check.verdict}"><strong>{check.verdict.capitalize()}: {finding}</strong>: '
+        f"{said}; the classifier {classifier} ({probability}).</li>"
+    )
+
+
 def on_upload(
     service: StudyService, path: str | None, study_id: str | None
 ) -> tuple[str | None, Image.Image | None, Rows, Chat, str]:
@@ -91,10 +125,16 @@ def on_upload(
 
 
 def on_task(
-    service: StudyService, task: Task, text: str, drop: list[str], extra: list[str], study_id: str | None, chat: Chat
+    service: StudyService,
+    task: Task,
+    text: str | None,
+    drop: list[str] | None,
+    extra: list[str] | None,
+    study_id: str | None,
+    chat: Chat,
 ) -> Iterator[tuple[Chat, Any, Any]]:
-    """Stream one task's answer into the chat (chat, report, message box); the report box takes the
-    current report and the message box empties once the answer is complete."""
+    """Stream one task's answer into the chat (chat, report, consistency panel); once the answer is complete
+    the report box takes the current report and the panel checks it against the classifier."""
     if study_id is None:
         raise gr.Error(NO_STUDY)
     try:
@@ -107,11 +147,50 @@ def on_task(
             yield chat, gr.update(), gr.update()
     except SERVICE_ERRORS as err:
         raise _ui_error(err) from err
-    yield chat, running.session.report or "", ""
+    session = running.session
+    yield chat, session.report or "", consistency_html(report_consistency(session))
 
 
-def on_apply_edit(service: StudyService, text: str, study_id: str | None, chat: Chat) -> tuple[Chat, str]:
-    """The edited report box becomes the report the conversation continues from."""
+def on_finding_question(
+    service: StudyService, finding: str | None, study_id: str | None, chat: Chat
+) -> Iterator[tuple[Chat, Any, Any]]:
+    """RaDialog's yes/no question about one finding ("Is there any Edema?"), streamed like `on_task`."""
+    if not finding:
+        raise gr.Error(NO_FINDING_PICKED)
+    yield from on_task(service, Task.QUESTION, "", [], [finding], study_id, chat)
+
+
+def on_heatmap(service: StudyService, finding: str | None, study_id: str | None) -> Image.Image:
+    """Where on the image the classifier's evidence for `finding` lies, as an overlay on the film."""
+    if study_id is None:
+        raise gr.Error(NO_STUDY)
+    if not finding:
+        raise gr.Error(NO_FINDING_PICKED)
+    try:
+        png = service.heatmap(study_id, finding)
+    except SERVICE_ERRORS as err:
+        raise _ui_error(err) from err
+    return Image.open(io.BytesIO(png))
+
+
+def on_prior_upload(service: StudyService, path: str | None, study_id: str | None) -> tuple[Any, Any]:
+    """A prior image of the same patient joins the tab's study: the prior as decoded, beside the current image,
+    and the notice that says whether the model reads it. Clearing the box keeps the attached prior."""
+    if path is None:
+        return gr.update(), gr.update()
+    if study_id is None:
+        raise gr.Error(NO_STUDY)
+    try:
+        data = Path(path).read_bytes()
+        session = service.attach_prior(study_id, data)
+        prior = load_xray(data)  # for display: the study keeps only the uploaded bytes
+    except SERVICE_ERRORS as err:
+        raise _ui_error(err) from err
+    return prior.to_pil(), session.prior.notice
+
+
+def on_apply_edit(service: StudyService, text: str, study_id: str | None, chat: Chat) -> tuple[Chat, str, str]:
+    """The edited report box becomes the report the conversation continues from, checked again."""
     if study_id is None:
         raise gr.Error(NO_STUDY)
     try:
@@ -119,7 +198,8 @@ def on_apply_edit(service: StudyService, text: str, study_id: str | None, chat: 
     except SERVICE_ERRORS as err:
         raise _ui_error(err) from err
     gr.Info("The edited report is now the one the conversation continues from.")
-    return [*(chat or []), {"role": "user", "content": "(report edited)"}], session.report
+    edited = [*(chat or []), {"role": "user", "content": "(report edited)"}]
+    return edited, session.report, consistency_html(report_consistency(session))
 
 
 def on_export(service: StudyService, study_id: str | None) -> list[str]:

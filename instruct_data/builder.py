@@ -6,6 +6,8 @@ As in RaDialog's `data/create_data.py`:
 - The instruct tasks each take a share of the training records, shuffled: EL, CO, SU, RQA and
   CheXpert QA (its share halved between CPbQA, a yes/no question that is "yes" 60% of the time, and
   CPaQA, "list all findings").
+- EL and SU are answered by a teacher LLM when one is given (RaDialog's Vicuna-13b), by the template
+  teacher (`instruct_data.plain_language`) otherwise; RQA needs the teacher LLM.
 - Multi-turn samples open with the report request answered by a report (the reference, or the
   wrong report for CO), then the task's question and its answer. Only the last answer is a training
   target, as in RaDialog: earlier assistant turns carry `"train": false`.
@@ -30,6 +32,7 @@ from radialog.data.manifest import check_labels
 from radialog.errors import InputError
 from radialog.instruct_data import templates
 from radialog.instruct_data.correction import NO_FINDING, SentencePool, make_correction
+from radialog.instruct_data.plain_language import TemplateTeacher
 from radialog.instruct_data.teacher import Teacher, TeacherConfig
 from radialog.jsonl import iter_jsonl
 from radialog.labeler.base import ReportLabeler
@@ -154,15 +157,21 @@ def build_instruct_data(
             question = rng.choice(templates.TEACHER_TASKS[task])
             pending.append(_follow_up(record, task, texts[record.id], record.findings, question, None))
     if config.teacher is None:
-        skipped["RQA/EL/SU (no teacher model)"] = len(pending)
-        logger.info("no teacher model: %d RQA/EL/SU samples left out (pass --teacher-model)", len(pending))
-        pending = []
+        # Without a teacher model, EL and SU come from the template teacher; RQA needs a model to answer.
+        templated = TemplateTeacher(labeler)
+        rqa = [s for s in pending if s["task"] == "RQA"]
+        pending = [s for s in pending if s["task"] != "RQA"]
+        for sample in pending:
+            write = templated.explain if sample["task"] == "EL" else templated.summarize
+            sample["messages"][3]["content"] = write(sample["messages"][1]["content"])
+        skipped["RQA (no teacher model)"] = len(rqa)
+        logger.info("no teacher model: %d RQA samples left out, EL/SU from templates (pass --teacher-model)", len(rqa))
 
     combined = samples + pending
     if config.size is not None and config.size < len(combined):
         keep = sorted(rng.sample(range(len(combined)), config.size))
         combined = [combined[i] for i in keep]
-    asking = [s for s in combined if s["task"] in templates.TEACHER_TASKS]
+    asking = [s for s in combined if s["task"] in templates.TEACHER_TASKS] if config.teacher is not None else []
     if asking:
         answers = Teacher(config.teacher).answer(
             [s["messages"][1]["content"] for s in asking], [s["messages"][2]["content"] for s in asking]

@@ -24,6 +24,8 @@ for display and export regardless.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
@@ -35,6 +37,7 @@ from radialog.engines.base import LLMEngine
 from radialog.engines.transformers_engine import TransformersEngine
 from radialog.errors import ContextOverflow, InputError
 from radialog.imaging import XRay
+from radialog.model.configuration import ImageEncoderConfig
 from radialog.model.modeling import EncodedImage, RaDialogModel
 from radialog.prompts import Conversation, build_correction_prompt, build_finding_question
 
@@ -46,6 +49,25 @@ PLAIN_LANGUAGE_PROMPT = "Please rewrite this report in simple language."
 SUMMARY_PROMPT = "Summarize this report with bullet points."
 
 MAX_MESSAGE_CHARS = 4000
+
+# What a UI says beside a prior image, by how the model reads it (see `PriorInfo.of`).
+PRIOR_COMPARED = (
+    "The image encoder compares the current image with this prior (BioViL-T's temporal input), and the "
+    "prompt says a prior exists."
+)
+PRIOR_UNTRAINED_BUT_USED = (
+    "The prior is fed to the image encoder as asked, but these weights were not trained with prior images: "
+    "answers may be less reliable than from the current image alone."
+)
+PRIOR_FOR_COMPARISON_ONLY = (
+    "These weights were not trained with prior images: the prior is shown for comparison only, and the "
+    "report reads the current image alone."
+)
+PRIOR_NOT_ASKED = "The prior is shown for comparison only: as asked, the report reads the current image alone."
+PRIOR_NOT_ACCEPTED = (
+    "This model's image encoder takes no prior image: the prior is shown for comparison only, and the report "
+    "reads the current image alone."
+)
 
 
 class Task(StrEnum):
@@ -101,6 +123,33 @@ class ImageInfo:
         return cls(xray.source_format, xray.window)
 
 
+def prior_is_used(encoder: ImageEncoderConfig, use_prior: bool | None = None) -> bool:
+    """Whether a prior image goes into the image encoder: as the caller asks, else only when the weights were
+    trained with priors (RaDialog v1's were not: single-image behaviour by default)."""
+    if use_prior and not encoder.accepts_prior:
+        raise InputError(f"this model's {encoder.kind!r} image encoder takes no prior image")
+    return encoder.trained_with_priors if use_prior is None else use_prior
+
+
+@dataclass(frozen=True)
+class PriorInfo:
+    """A prior image of the same patient attached to a session (its bytes stay in the study store)."""
+
+    used_by_model: bool  # whether the image embeddings compare the current image with it
+    notice: str  # the sentence a UI shows beside the two images
+    digest: str  # SHA-256 of the upload: tells a replaced prior from this one
+
+    @classmethod
+    def of(cls, encoder: ImageEncoderConfig, used_by_model: bool, data: bytes) -> PriorInfo:
+        if used_by_model:
+            notice = PRIOR_COMPARED if encoder.trained_with_priors else PRIOR_UNTRAINED_BUT_USED
+        elif not encoder.accepts_prior:
+            notice = PRIOR_NOT_ACCEPTED
+        else:
+            notice = PRIOR_NOT_ASKED if encoder.trained_with_priors else PRIOR_FOR_COMPARISON_ONLY
+        return cls(used_by_model, notice, hashlib.sha256(data).hexdigest())
+
+
 @dataclass(frozen=True)
 class ConversationState:
     """What a session's next prompt is built from besides its image: enough to store it and restore it."""
@@ -130,11 +179,13 @@ class Session:
         encoded: EncodedImage,
         session_id: str | None = None,
         engine: LLMEngine | None = None,
+        prior: PriorInfo | None = None,
     ):
         self.model = model
         self.engine = engine if engine is not None else TransformersEngine(model, max_batch_size=1)
         self.image = image
         self.encoded = encoded
+        self.prior = prior
         self.id = session_id or uuid.uuid4().hex
         self.created_at = _now()
         self.transcript: list[Turn] = []
@@ -170,6 +221,23 @@ class Session:
         self.report = text
         logger.debug("session %s: report replaced by the user's edit", self.id)
 
+    def attach_prior(self, prior: PriorInfo, encoded: EncodedImage) -> None:
+        """A prior image joins the study with `encoded`, the current image's encoding that goes with it (compared
+        with the prior when it is used, else the single image's). The report and the turns are kept; the anchor
+        turn's prompt is reworded so that it says a prior exists exactly when the embeddings read one."""
+        if encoded.with_prior != prior.used_by_model:
+            raise ValueError("the encoding must read the prior exactly when the prior is used by the model")
+        old_report_prompt, old_prefix = self._report_prompt(), self._image_prefix()
+        self.encoded, self.prior = encoded, prior
+        if self._anchor is not None:
+            prompt = self._anchor.prompt
+            if prompt == old_report_prompt:
+                prompt = self._report_prompt()
+            elif prompt.startswith(old_prefix):
+                prompt = self._image_prefix() + prompt[len(old_prefix) :]
+            self._anchor = dataclasses.replace(self._anchor, prompt=prompt)
+        logger.debug("session %s: prior attached, used by the model: %s", self.id, prior.used_by_model)
+
     def state(self) -> ConversationState:
         # The context turns are always the transcript's last ones: each is appended to both, and a report
         # change or a dropped turn only shortens the context from the front.
@@ -193,6 +261,9 @@ class Session:
             "model": self.model.config.name,
             "model_id": model_id or self.model.config.name,
             "image": {"format": self.image.source_format, "window": self.image.window},
+            "prior": None
+            if self.prior is None
+            else {"present": True, "used_by_model": self.prior.used_by_model, "notice": self.prior.notice},
             "findings": {label: _json_probability(p) for label, p in self.probabilities.items()},
             "positive_findings": list(self.positive),
             "report": self.report,
@@ -281,10 +352,10 @@ class Session:
 
     # ------------------------------------------------------------------ internals
     def _report_prompt(self) -> str:
-        return self.model.processor.report_prompt(self.encoded.predicted_findings)
+        return self.model.processor.report_prompt(self.encoded.predicted_findings, self.encoded.with_prior)
 
     def _image_prefix(self) -> str:
-        return self.model.processor.image_prefix(self.encoded.predicted_findings)
+        return self.model.processor.image_prefix(self.encoded.predicted_findings, self.encoded.with_prior)
 
     def _fit(self, task: Task, user: str, prompt: str, max_new_tokens: int, with_history: bool = True) -> PendingTurn:
         """The conversation for `prompt`, dropping the oldest context turns until it fits the context."""

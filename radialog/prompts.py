@@ -27,6 +27,10 @@ REPORT_INSTRUCTION = (
 
 NO_FINDINGS_TEXT = "no common findings"
 
+# Ours, not RaDialog's: said after the image when its embeddings also read a prior image (BioViL-T's
+# temporal input); a prompt without a prior is RaDialog's, word for word.
+PRIOR_SENTENCE = "A prior image of the same patient is available."
+
 R2GENGPT_INSTRUCTION = "Generate a comprehensive and detailed diagnosis report for this chest xray image."
 HUMAN, AI = "Human", "Assistant"
 
@@ -49,26 +53,31 @@ def image_placeholders(num_tokens: int = NUM_IMAGE_TOKENS) -> str:
     return IMAGE_PLACEHOLDER * num_tokens
 
 
-def build_report_prompt(predicted_findings: str, num_image_tokens: int = NUM_IMAGE_TOKENS) -> str:
+def build_report_prompt(
+    predicted_findings: str, num_image_tokens: int = NUM_IMAGE_TOKENS, with_prior: bool = False
+) -> str:
     """The first user message: image placeholders, predicted findings, and the report instruction."""
-    return (
-        f"Image information: {image_placeholders(num_image_tokens)}. "
-        f"Predicted Findings: {predicted_findings}. {REPORT_INSTRUCTION}"
-    )
+    return build_image_prefix(predicted_findings, num_image_tokens, with_prior) + REPORT_INSTRUCTION
 
 
-def build_image_prefix(predicted_findings: str, num_image_tokens: int = NUM_IMAGE_TOKENS) -> str:
-    """RaDialog's image-and-findings sentence, to open a first message that is not the report instruction."""
-    return f"Image information: {image_placeholders(num_image_tokens)}. Predicted Findings: {predicted_findings}. "
+def build_image_prefix(
+    predicted_findings: str, num_image_tokens: int = NUM_IMAGE_TOKENS, with_prior: bool = False
+) -> str:
+    """RaDialog's image-and-findings sentence, to open a first message that is not the report instruction;
+    `with_prior` adds `PRIOR_SENTENCE` before the findings."""
+    prior = f"{PRIOR_SENTENCE} " if with_prior else ""
+    image = f"Image information: {image_placeholders(num_image_tokens)}. "
+    return f"{image}{prior}Predicted Findings: {predicted_findings}. "
 
 
-def build_r2gengpt_image_prefix(num_image_tokens: int) -> str:
+def build_r2gengpt_image_prefix(num_image_tokens: int, with_prior: bool = False) -> str:
     """R2GenGPT wraps the image embeddings in `<Img>…</Img>`; it predicts no findings."""
-    return f"<Img>{image_placeholders(num_image_tokens)}</Img> "
+    prior = f"{PRIOR_SENTENCE} " if with_prior else ""
+    return f"<Img>{image_placeholders(num_image_tokens)}</Img> {prior}"
 
 
-def build_r2gengpt_report_prompt(num_image_tokens: int) -> str:
-    return build_r2gengpt_image_prefix(num_image_tokens) + R2GENGPT_INSTRUCTION
+def build_r2gengpt_report_prompt(num_image_tokens: int, with_prior: bool = False) -> str:
+    return build_r2gengpt_image_prefix(num_image_tokens, with_prior) + R2GENGPT_INSTRUCTION
 
 
 def join_findings(findings: Sequence[str]) -> str:
@@ -103,6 +112,18 @@ def build_finding_question(finding: str) -> str:
     so the user turn it measured with reads `USER:  Is there any …` (two spaces), and the ids follow that.
     """
     return f" Is there any {finding}?"
+
+
+# Region questions (RaDialog's RQA task) the app offers as ready-made questions. The embedded demo was
+# trained on these wordings (instruct_data/synthetic_tasks.py); RaDialog's released adapter saw similar ones.
+REGION_QUESTIONS = (
+    "Is the patient's heart healthy?",
+    "Are the patient's lungs healthy?",
+    "Is there anything abnormal in the right lung?",
+    "Is there anything abnormal in the left lung?",
+    "Is there any problem with the pleura?",
+    "Are there any medical devices visible in the image?",
+)
 
 
 @dataclass

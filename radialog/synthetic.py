@@ -15,18 +15,27 @@ Reports are built from real sentences of the IU X-ray reports (read from torchxr
 never stored here): per present finding one sentence the labeler reads as stating it (and no other
 finding), and for absent findings sentences it reads as negating them, so the report's labels agree
 with the image. The record's `labels` are the constructed ground truth.
+
+A sentence states a finding only if the drawing can show what it says (`drawable`): one patch in the lung
+it names, a tube or line of a drawn kind, an effusion or pneumothorax on a named side; never a removed
+device, an evaluation that was limited, scarring or a diffuse process. The finding is then drawn on that
+side, at that height, as that device. A normal statement is never used beside a finding it denies, read
+more widely than the labeler does ("The lungs are clear." denies every lung finding: `Sentence.denies`).
+The demo's stating sentences are a reviewed list (tests/test_synthetic.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import io
+import itertools
 import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,20 +166,30 @@ def sample_anatomy(rng: np.random.Generator, cardiomegaly: bool = False) -> Anat
     )
 
 
-def sample_finding(rng: np.random.Generator, name: str, side: int | None = None) -> DrawnFinding:
-    """A finding's geometry; `side` None draws one (bilateral for a third of effusions)."""
+def sample_finding(
+    rng: np.random.Generator,
+    name: str,
+    side: int | None = None,
+    zone: tuple[float, float] | None = None,
+    kind: int | None = None,
+) -> DrawnFinding:
+    """A finding's geometry. `side` None draws one (bilateral for a third of effusions); `zone` is the
+    vertical range of a patch (lung-relative, 0 top → 1 base) and `kind` the device, when the report's
+    sentence names them, else drawn at random."""
     if side is None:
         side = 0 if name == "Pleural Effusion" and rng.random() < 0.33 else int(rng.choice((-1, 1)))
     uniform = _uniform(rng)
     if name in ("Lung Opacity", "Consolidation") and side == 0:
         side = int(rng.choice((-1, 1)))  # one patch per image: draw it in one lung
+    low, high = zone or (0.25, 0.8)
+    drawn_kind = int(rng.integers(3))
     return DrawnFinding(
         name=name,
         side=side,
-        position=(uniform(0.2, 0.8), uniform(0.25, 0.8)),
+        position=(uniform(0.2, 0.8), uniform(low, high)),
         size=uniform(0.0, 1.0),
         severity=uniform(0.0, 1.0),
-        kind=int(rng.integers(3)),
+        kind=drawn_kind if kind is None else kind,
     )
 
 
@@ -369,6 +388,55 @@ _SENTENCE = re.compile(r"(?<=\.)\s+(?=[A-Z0-9])")
 _ORDER = {SUPPORT_DEVICES: 0, "Cardiomegaly": 1, "Enlarged Cardiomediastinum": 1, "Pleural Effusion": 3}
 _ORDER.update({"Pneumothorax": 4, "Fracture": 5})
 
+LATERAL_FINDINGS = ("Pleural Effusion", "Pneumothorax", "Lung Opacity", "Consolidation")
+PATCHES = ("Lung Opacity", "Consolidation")  # drawn as one patch, at the height its sentence names
+_BOTH_SIDES = {"bilateral", "bilaterally", "bibasilar", "bibasal", "biapical", "both"}
+# The drawn devices (DrawnFinding.kind), as reports name them.
+DEVICE_KINDS = {
+    0: re.compile(r"\bendotracheal\b|\bet tube\b"),
+    1: re.compile(r"\bnasogastric\b|\bng tube\b|\benteric tube\b|\bfeeding tube\b|\borogastric\b"),
+    2: re.compile(r"\bpicc\b|\bcentral (venous )?(line|catheter)\b|\bvenous catheter\b|\bij\b|internal jugular"),
+}
+# What a drawing of each finding cannot show: a sentence saying it is not a sentence for that drawing.
+_NOT_DRAWN = {
+    "Pleural Effusion": re.compile(r"loculated|hydropneumo|decubitus|evaluation|limited|pleuritis|improv|decreas"),
+    "Pneumothorax": re.compile(r"hydropneumo|decubitus|evaluation|limited|resolved"),
+    "Lung Opacity": re.compile(
+        r"scar|marking|interstitial|bandlike|band-like|streaky|strandy|nodul|mass|\d|retrocardiac|diffuse|"
+        r"throughout|multifocal|multilobar|greater than|worse|\band\b|improv|atelecta|granuloma|calcif|effusion"
+    ),
+    "Consolidation": re.compile(r"consolidations|diffuse|multilobar|multifocal|\band\b|improv|greater than"),
+    SUPPORT_DEVICES: re.compile(
+        r"remov|withdraw|pacemaker|pacing|defibrillator|leads?\b|clips?\b|stent|prosthe|valve|gastrostomy|"
+        r"drainage|dialysis|mediport|\bport\b|chest tube|stimulator|exchange|retraction|recommend|\bmay\b"
+    ),
+}
+_OPACITY_WORDS = re.compile(r"opacit|airspace disease|air space disease|infiltrate")
+# Normal statements deny more than the labeler reads in them: "The lungs are clear." with a drawn
+# consolidation would contradict the image. Topic → findings a normal statement about it denies.
+_NORMAL_CUE = re.compile(
+    r"\b(clear|normal|unremarkable|no acute|without acute|negative|no active|intact|free of|without evidence|"
+    r"no evidence|no focal)\b"
+)
+_IMPLIED_DENIALS = (
+    (re.compile(r"cardiopulmonary|\bacute\b|active disease|chest\b"), frozenset(DRAWN_LABELS) - {SUPPORT_DEVICES}),
+    (re.compile(r"\blungs?\b|pulmonary"), frozenset(LATERAL_FINDINGS)),
+    (re.compile(r"airspace|air space"), frozenset({"Lung Opacity", "Consolidation"})),
+    (re.compile(r"\bheart\b|cardiac|cardiomediastinal|mediastin"), frozenset({"Cardiomegaly"})),
+    (re.compile(r"pleura|costophrenic"), frozenset({"Pleural Effusion", "Pneumothorax"})),
+    (re.compile(r"\btubes?\b|\blines?\b|catheter|picc"), frozenset({SUPPORT_DEVICES})),
+)
+# Vertical range (lung-relative) of a patch whose sentence names the lobe or zone.
+_ZONES = (
+    (re.compile(r"upper|apical|apex"), (0.25, 0.4)),
+    (re.compile(r"lower|basilar|\bbases?\b|basal"), (0.62, 0.8)),
+    (re.compile(r"middle|\bmid\b|lingula|perihilar|hilar"), (0.42, 0.6)),
+)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
 
 @dataclass(frozen=True)
 class Sentence:
@@ -380,20 +448,71 @@ class Sentence:
     def order(self) -> int:
         return min((_ORDER.get(name, 2) for name in self.positive | self.negative), default=2)
 
-    @property
+    @functools.cached_property
     def side(self) -> int | None:
-        """Image side the sentence speaks of: patient's right is the image left (-1); 0 both, None unknown."""
-        words = set(re.findall(r"[a-z]+", self.text.lower()))
-        if words & {"bilateral", "bilaterally", "bibasilar", "bibasal", "biapical", "both"}:
+        """Image side the sentence speaks of: patient's right is the image left (-1); 0 both, None unknown.
+
+        A device sentence names its entry side first ("Left IJ catheter with tip in the right atrium").
+        """
+        lowered = self.text.lower()
+        if SUPPORT_DEVICES in self.positive:
+            first = re.search(r"\b(right|left)\b", lowered)
+            return None if first is None else (-1 if first.group(1) == "right" else 1)
+        words = _words(lowered)
+        if words & _BOTH_SIDES:
             return 0
         right, left = "right" in words, "left" in words
         if right and left:
             return 0
         return -1 if right else (1 if left else None)
 
+    @functools.cached_property
+    def zone(self) -> tuple[float, float] | None:
+        lowered = self.text.lower()
+        return next((zone for pattern, zone in _ZONES if pattern.search(lowered)), None)
+
+    @functools.cached_property
+    def device_kind(self) -> int | None:
+        lowered = self.text.lower()
+        return next((kind for kind, pattern in DEVICE_KINDS.items() if pattern.search(lowered)), None)
+
+    @functools.cached_property
+    def denies(self) -> frozenset[str]:
+        """Drawn findings the sentence says are absent: the labeler's negations, and for a normal statement
+        every finding of the anatomy it calls normal."""
+        denied = set(self.negative)
+        lowered = self.text.lower()
+        if _NORMAL_CUE.search(lowered):
+            for topic, findings in _IMPLIED_DENIALS:
+                if topic.search(lowered):
+                    denied |= findings
+        return frozenset(denied & set(DRAWN_LABELS)) - self.positive
+
+
+def drawable(name: str, sentence: Sentence) -> bool:
+    """Whether a drawing of `name` shows what `sentence` says: one patch in one named lung, a tube or line
+    of a drawn kind, a pneumothorax or an effusion on a named side; nothing the drawing cannot show."""
+    lowered = sentence.text.lower()
+    if name in _NOT_DRAWN and _NOT_DRAWN[name].search(lowered):
+        return False
+    if name in LATERAL_FINDINGS:
+        side = sentence.side
+        if side is None or (side == 0 and name != "Pleural Effusion"):
+            return False
+    if name == "Lung Opacity":
+        return bool(_OPACITY_WORDS.search(lowered))
+    if name == SUPPORT_DEVICES:
+        return sentence.device_kind is not None
+    return True
+
+
+def sentence_digest(text: str) -> str:
+    """A sentence's reviewed-list key (the IU reports' licence keeps their text out of this repository)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
 
 class SentenceBank:
-    """Real report sentences sorted by what the labeler reads in them."""
+    """Real report sentences sorted by what the labeler reads in them and what a drawing can show."""
 
     def __init__(self, sentences: Iterable[Sentence]):
         self.positive: dict[str, list[Sentence]] = {name: [] for name in DRAWN_LABELS}
@@ -401,8 +520,9 @@ class SentenceBank:
         self.normal: list[Sentence] = []
         for sentence in sentences:
             if len(sentence.positive) == 1 and (name := next(iter(sentence.positive))) in self.positive:
-                self.positive[name].append(sentence)
-            elif not sentence.positive:
+                if drawable(name, sentence):
+                    self.positive[name].append(sentence)
+            elif not sentence.positive and not _mentions_device(sentence.text):
                 self.normal.append(sentence)
                 for name in sentence.negative & set(DRAWN_LABELS):
                     self.negating[name].append(sentence)
@@ -433,10 +553,18 @@ class SentenceBank:
         return cls(sentences)
 
     def restricted(self, per_list: int) -> SentenceBank:
-        """The `per_list` most frequent sentences of each finding (stating, negating) and of the normal ones."""
+        """The `per_list` most frequent sentences of each finding (stating, negating) and of the normal ones.
+
+        Devices keep the most frequent sentences of each drawn kind in turn, so that every kind is drawn.
+        """
         kept = [*self.normal[:per_list]]
         for name in DRAWN_LABELS:
-            kept += self.positive[name][:per_list] + self.negating[name][:per_list]
+            kept += self.negating[name][:per_list]
+            if name == SUPPORT_DEVICES:
+                by_kind = [[s for s in self.positive[name] if s.device_kind == kind] for kind in DEVICE_KINDS]
+                kept += [s for row in itertools.zip_longest(*by_kind) for s in row if s is not None][:per_list]
+            else:
+                kept += self.positive[name][:per_list]
         return SentenceBank(dict.fromkeys(kept))
 
     @classmethod
@@ -454,14 +582,28 @@ def _iu_bank(path: str | None) -> SentenceBank:
 def _usable(text: str) -> bool:
     words = text.split()
     # "XXXX" marks anonymised words in IU X-ray; fragments and headings ("2 images.") carry no statement.
-    return 3 <= len(words) <= 30 and text[0].isupper() and text.endswith(".") and "xxxx" not in text.lower()
+    return (
+        3 <= len(words) <= 30
+        and text[0].isupper()
+        and text.endswith(".")
+        and not text.endswith("..")
+        and "xxxx" not in text.lower()
+    )
+
+
+def _mentions_device(text: str) -> bool:
+    """Device sentences ("Interval removal of the NG tube.") are neither a finding's nor a normal statement."""
+    lowered = text.lower()
+    return any(pattern.search(lowered) for pattern in DEVICE_KINDS.values()) or bool(
+        _IMPLIED_DENIALS[-1][0].search(lowered) or _NOT_DRAWN[SUPPORT_DEVICES].search(lowered)
+    )
 
 
 def _pick(rng: np.random.Generator, candidates: list[Sentence], present: set[str], tries: int = 30) -> Sentence | None:
-    """A random candidate that negates none of the present findings."""
+    """A random candidate that denies none of the present findings."""
     for _ in range(tries):
         sentence = candidates[int(rng.integers(len(candidates)))]
-        if not sentence.negative & present:
+        if not sentence.denies & present:
             return sentence
     return None
 
@@ -487,12 +629,13 @@ def write_report(
         sentence = _pick(rng, bank.negating[name], present)
         if sentence is not None and sentence not in sentences:
             sentences.append(sentence)
-            negated |= sentence.negative
+            negated |= sentence.denies
     for _ in range(int(rng.integers(0, 3))):  # a few more normal statements (bones, mediastinum, ...)
         sentence = _pick(rng, bank.normal, present)
-        if sentence is not None and sentence not in sentences:
+        # Only statements that add something: not a second denial of what is already denied.
+        if sentence is not None and sentence not in sentences and not (sentence.denies and sentence.denies <= negated):
             sentences.append(sentence)
-            negated |= sentence.negative
+            negated |= sentence.denies
     order = rng.permutation(len(sentences))  # shuffle, then keep report order between topics
     sentences = sorted((sentences[i] for i in order), key=lambda s: s.order)
     return " ".join(s.text for s in sentences), chosen, negated & set(DRAWN_LABELS) - present
@@ -521,6 +664,7 @@ class SyntheticSample:
     labels: dict[str, int | None]
     split: str
     case: SyntheticCase
+    statements: dict[str, Sentence] = field(default_factory=dict)  # the sentence stating each drawn finding
 
     def to_xray(self) -> XRay:
         """The image as an upload reaches the model: through a PNG file and `load_xray`, which rescales
@@ -537,7 +681,13 @@ def generate_sample(index: int, seed: int, config: SyntheticConfig, bank: Senten
     report, chosen, negated = write_report(rng, bank, present)
     anatomy = sample_anatomy(rng, cardiomegaly="Cardiomegaly" in present)
     # Findings go on the side their sentence names ("small left pleural effusion").
-    drawn = tuple(sample_finding(rng, name, chosen[name].side) for name in DRAWN_LABELS if name in present)
+    drawn = tuple(
+        sample_finding(
+            rng, name, chosen[name].side, chosen[name].zone if name in PATCHES else None, chosen[name].device_kind
+        )
+        for name in DRAWN_LABELS
+        if name in present
+    )
     case = SyntheticCase(anatomy, drawn)
     draw = rng.random()
     train, validate = config.split
@@ -549,24 +699,37 @@ def generate_sample(index: int, seed: int, config: SyntheticConfig, bank: Senten
         labels=case_labels(present, negated),
         split=split,
         case=case,
+        statements=chosen,
     )
+
+
+def sentence_bank(config: SyntheticConfig | None = None) -> SentenceBank:
+    """The sentences reports of `config` are written from."""
+    config = config or SyntheticConfig()
+    bank = SentenceBank.from_iu()
+    return bank if config.sentences_per_finding is None else bank.restricted(config.sentences_per_finding)
 
 
 def iter_samples(
     count: int, seed: int = 0, config: SyntheticConfig | None = None, bank: SentenceBank | None = None
 ) -> Iterator[SyntheticSample]:
     config = config or SyntheticConfig()
-    bank = bank or SentenceBank.from_iu()
-    if config.sentences_per_finding is not None:
-        bank = bank.restricted(config.sentences_per_finding)
+    bank = bank or sentence_bank(config)
     for index in range(count):
         yield generate_sample(index, seed, config, bank)
 
 
 def make_synthetic_dataset(
-    out_dir: str | Path, count: int, seed: int = 0, config: SyntheticConfig | None = None
+    out_dir: str | Path,
+    count: int,
+    seed: int = 0,
+    config: SyntheticConfig | None = None,
+    on_sample: Callable[[SyntheticSample, str], None] | None = None,
 ) -> Path:
-    """Write `images/*.png` and `manifest.jsonl` (split train/validate/test) under `out_dir`; returns the manifest."""
+    """Write `images/*.png` and `manifest.jsonl` (split train/validate/test) under `out_dir`; returns the manifest.
+
+    `on_sample(sample, image_path)` sees every sample as it is written (the instruct data is made from them).
+    """
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
 
@@ -576,6 +739,8 @@ def make_synthetic_dataset(
             image = f"images/{sample.id}.png"
             # Low compression: PNG deflate would otherwise cost more than drawing the image.
             Image.fromarray(sample.pixels, mode="L").save(out_dir / image, compress_level=1)
+            if on_sample is not None:
+                on_sample(sample, image)
             yield ManifestRecord(sample.id, image, sample.report, labels=sample.labels, split=sample.split)
 
     manifest = out_dir / "manifest.jsonl"

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 radialog=.venv/bin/radialog
-$radialog make-synthetic --out outputs/demo-data --count 6000 --seed 0 --image-size 256 --sentences-per-finding 5
+$radialog make-synthetic --out outputs/demo-data --count 6000 --seed 0 --image-size 256 --sentences-per-finding 5 \
+    --instruct-per-study 2
 $radialog train scripts/demo_checkpoint.yaml
 $radialog export outputs/demo/final --to radialog/demo_checkpoint --dtype float16
 # peft writes a blank model-card template beside the adapter; MODEL_CARD.md is this checkpoint's card.

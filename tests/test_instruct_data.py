@@ -48,8 +48,8 @@ def test_tasks_and_conversation_format():
     records = {r.id: r for r in _records()}
     result = build_instruct_data(list(records.values()), RuleBasedLabeler(), InstructConfig(seed=1))
     tasks = {s["task"] for s in result.samples}
-    assert tasks == {"RG", "CO", "CPbQA", "CPaQA"}
-    assert result.stats["skipped"]["RQA/EL/SU (no teacher model)"] > 0
+    assert tasks == {"RG", "CO", "CPbQA", "CPaQA", "EL", "SU"}  # EL/SU from the template teacher
+    assert result.stats["skipped"]["RQA (no teacher model)"] > 0
     assert sum(result.stats["tasks"].values()) == result.stats["samples"] == len(result.samples)
     for sample in result.samples:
         first = sample["messages"][0]
@@ -150,7 +150,7 @@ def test_teacher_answers_rqa_el_su(tmp_path):
     answered = [s for s in result.samples if s["task"] in ("RQA", "EL", "SU")]
     assert {s["task"] for s in answered} == {"RQA", "EL", "SU"}
     assert all(s["messages"][3]["content"] for s in answered)
-    assert "RQA/EL/SU (no teacher model)" not in result.stats["skipped"]
+    assert "RQA (no teacher model)" not in result.stats["skipped"]
 
 
 def test_no_training_records_is_an_input_error():

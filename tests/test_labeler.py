@@ -191,7 +191,14 @@ def _dev_set(name: str) -> list[dict]:
     ("name", "min_accuracy"),
     # dev_held_out was written before the last round of rule changes and scored 44/49 reports
     # (98.98% of labels) then; it is kept apart so that number stays meaningful.
-    [("dev_sentences.jsonl", 1.0), ("dev_reports.jsonl", 1.0), ("dev_held_out.jsonl", 0.99)],
+    # dev_plain_language holds the plain-language sentences of the template teacher, whose finding
+    # preservation is checked with this labeler: it must read every one of them.
+    [
+        ("dev_sentences.jsonl", 1.0),
+        ("dev_reports.jsonl", 1.0),
+        ("dev_held_out.jsonl", 0.99),
+        ("dev_plain_language.jsonl", 1.0),
+    ],
 )
 def test_dev_set_accuracy(labeler, name, min_accuracy):
     items = _dev_set(name)

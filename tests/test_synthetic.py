@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 
 import numpy as np
@@ -14,14 +15,18 @@ from radialog.labeler import RuleBasedLabeler
 from radialog.synthetic import (
     DRAWN_LABELS,
     NO_FINDING,
+    SUPPORT_DEVICES,
     DrawnFinding,
+    Sentence,
     SentenceBank,
     SyntheticCase,
     SyntheticConfig,
+    drawable,
     generate_sample,
     heart_center,
     render_case,
     sample_anatomy,
+    sentence_digest,
 )
 
 SIZE = 256
@@ -129,3 +134,140 @@ def test_make_synthetic_cli(tmp_path, bank):
     assert main(["make-synthetic", "--out", str(out), "--count", "30", "--seed", "2", "--image-size", "128"]) == 0
     assert (out / "manifest.jsonl").read_bytes() == first
     assert main(["make-synthetic", "--out", str(out), "--count", "0"]) == 2
+
+
+# --- the sentence bank audit ------------------------------------------------------------------------------
+
+# The sentences the embedded demo's reports state each finding with (`restricted(5)`: the demo's
+# `--sentences-per-finding 5`), each read and approved by a person against what the drawing shows: it
+# states the finding, the side is the drawn side, the device is the drawn kind. Kept as digests
+# (`sentence_digest`): the IU reports' licence keeps their text out of this repository. A sentence not on
+# the list fails the test with its text, to be reviewed and added.
+REVIEWED_STATEMENTS = {
+    "Cardiomegaly": {
+        "7b7c4327b2a7165b",
+        "aff2d5c3ce5adff2",
+        "b2fa07d4268f234f",
+        "0f969e5e01ee32c3",
+        "73a8324c9c87d248",
+    },
+    "Pleural Effusion": {
+        "71967a8e6def8926",
+        "2b289232d3bbb892",
+        "457f21a7e90293d9",
+        "00b458c37e77fc67",
+        "35800c99486814b8",
+    },
+    "Pneumothorax": {
+        "a940bba0171f8bb9",
+        "356ca2d6dcca342a",
+        "b8893f5f5f804336",
+        "cdd99cb530a756dc",
+        "033c6b74e62518f8",
+    },
+    "Lung Opacity": {
+        "39f3498ee831ce6d",
+        "2caa2ca8a100b8af",
+        "c551895288fef457",
+        "c38cab57f8f7b813",
+        "883bfbb8d507f5c0",
+    },
+    "Consolidation": {
+        "6f24af9063a71a73",
+        "f3acfce1bbff9b52",
+        "59c54600d23fc8b0",
+        "ba4b15926f31f326",
+        "8099c5c63422f3bc",
+    },
+    "Support Devices": {
+        "86331a28ece18b0a",
+        "dc03ca7fd0f39ce5",
+        "0a0bb500ff50176c",
+        "71d878ee0e82ab32",
+        "775357aa1193fafb",
+    },
+}
+# Said of a normal study, these deny what the drawing shows (an independent restatement of the rule, not
+# the generator's own table).
+CONTRADICTS = {
+    re.compile(r"no acute cardiopulmonary|no active disease"): set(DRAWN_LABELS) - {SUPPORT_DEVICES},
+    re.compile(r"lungs are clear\.|lungs are clear of"): {"Lung Opacity", "Consolidation", "Pneumothorax"},
+    re.compile(r"heart size (is )?normal|heart (is )?normal in size|heart and mediastinum normal"): {"Cardiomegaly"},
+    re.compile(r"removed|removal|withdrawn"): {SUPPORT_DEVICES},
+}
+
+
+@pytest.fixture(scope="module")
+def demo_bank(bank) -> SentenceBank:
+    return bank.restricted(5)
+
+
+def test_every_sentence_the_demo_states_a_finding_with_is_reviewed(demo_bank):
+    unreviewed = [
+        f"{name}: {s.text!r} ({sentence_digest(s.text)})"
+        for name in DRAWN_LABELS
+        for s in demo_bank.positive[name]
+        if sentence_digest(s.text) not in REVIEWED_STATEMENTS[name]
+    ]
+    assert not unreviewed, "review these and add their digests:\n" + "\n".join(unreviewed)
+    for name in DRAWN_LABELS:  # the list holds nothing the bank no longer offers
+        assert {sentence_digest(s.text) for s in demo_bank.positive[name]} == REVIEWED_STATEMENTS[name]
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("Pneumothorax", "Evaluation for pneumothorax is limited due to exclusion of the superior-most apices."),
+        (SUPPORT_DEVICES, "Interval removal of left-sided chest tube."),
+        (SUPPORT_DEVICES, "Endotracheal tube and NG tube have been removed."),
+        (SUPPORT_DEVICES, "Cholecystectomy clips are present."),
+        ("Lung Opacity", "Lungs are expanded and clear airspace disease."),
+        ("Lung Opacity", "There is biapical scarring."),
+        ("Consolidation", "Diffuse parahilar and alveolar consolidations are present."),
+        ("Pneumothorax", "There is pneumothorax."),  # no side: the drawing must put it somewhere
+    ],
+)
+def test_sentences_a_drawing_cannot_show_never_state_it(name, text):
+    labels = RuleBasedLabeler().label_report(text)
+    sentence = Sentence(text, frozenset(n for n, v in labels.items() if v == 1 and n != NO_FINDING), frozenset())
+    assert not drawable(name, sentence)
+
+
+def test_no_report_sentence_contradicts_the_drawing(bank, demo_bank):
+    labeler = RuleBasedLabeler()
+    config = SyntheticConfig(sentences_per_finding=5)
+    for index in range(300):
+        sample = generate_sample(index, 4, config, demo_bank)
+        present = sample.case.present
+        sentences = [t for t in re.split(r"(?<=\.)\s+(?=[A-Z0-9])", sample.report) if t]
+        stating = {s.text for s in sample.statements.values()}
+        for text, labels in zip(sentences, labeler.label(sentences), strict=True):
+            denied = {n for n in present if labels[n] == 0}
+            assert not denied, f"{text!r} denies the drawn {denied}"
+            if text in stating:
+                continue
+            for pattern, findings in CONTRADICTS.items():
+                assert not (pattern.search(text.lower()) and findings & present), f"{text!r} with {present}"
+            assert not {n for n in DRAWN_LABELS if labels[n] == 1}, f"{text!r} states a finding it was not chosen for"
+
+
+def test_findings_are_drawn_where_and_as_their_sentence_says(demo_bank):
+    config = SyntheticConfig(sentences_per_finding=5)
+    kinds = set()
+    for index in range(300):
+        sample = generate_sample(index, 5, config, demo_bank)
+        for finding in sample.case.drawn:
+            text = sample.statements[finding.name].text.lower()
+            if finding.name == SUPPORT_DEVICES:
+                kinds.add(finding.kind)
+                expected = {0: "endotracheal", 1: "enteric", 2: "catheter|picc"}[finding.kind]
+                assert re.search(expected, text), (text, finding.kind)
+            elif finding.name != "Cardiomegaly":
+                # The patient's right is the image left (-1).
+                said = {"right": -1, "left": 1}
+                words = set(re.findall(r"[a-z]+", text))
+                if "bilateral" in words or {"right", "left"} <= words:
+                    assert finding.side == 0, text
+                else:
+                    assert finding.side == next(said[w] for w in ("right", "left") if w in words), text
+    assert kinds == {0, 1, 2}, "every device kind is drawn"

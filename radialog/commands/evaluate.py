@@ -1,4 +1,4 @@
-"""`radialog evaluate PRED.jsonl`: CE, BLEU/METEOR/ROUGE-L/CIDEr and BERTScore of generated reports."""
+"""`radialog evaluate PRED.jsonl`: CE, BLEU/METEOR/ROUGE-L/CIDEr, BERTScore and consistency of generated reports."""
 
 from __future__ import annotations
 

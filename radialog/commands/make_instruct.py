@@ -18,7 +18,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("manifest", help="MANIFEST.jsonl (see `radialog make-manifest`)")
     parser.add_argument("--out", required=True, help="OUT.jsonl; counts per task go to OUT.stats.json")
-    parser.add_argument("--teacher-model", default=None, help="local causal LM folder that answers RQA/EL/SU")
+    parser.add_argument(
+        "--teacher-model",
+        default=None,
+        help="local causal LM folder that answers RQA/EL/SU (without it: EL/SU from templates, no RQA)",
+    )
     parser.add_argument("--teacher-device", default="cpu", help="torch device for the teacher, e.g. cuda")
     parser.add_argument("--teacher-batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections import Counter
 
 from radialog.errors import InputError
-from radialog.synthetic import SyntheticConfig, make_synthetic_dataset
+from radialog.synthetic import SyntheticConfig, SyntheticSample, make_synthetic_dataset, sentence_bank
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--sentences-per-finding", type=int, default=None, help="keep the N most frequent phrasings per finding"
     )
+    parser.add_argument(
+        "--instruct-per-study",
+        type=int,
+        default=0,
+        help="also write instruct.jsonl: N samples of RaDialog's tasks per training study, answers by construction",
+    )
     parser.set_defaults(func=run)
 
 
@@ -33,8 +40,26 @@ def run(args: argparse.Namespace) -> int:
         config = SyntheticConfig(image_size=args.image_size, sentences_per_finding=args.sentences_per_finding)
     except ValueError as err:
         raise InputError(str(err)) from err
+    if args.instruct_per_study < 0:
+        raise InputError("--instruct-per-study must be 0 or more")
+    # Imported here: the instruct writer pulls in the chat module, which `radialog --help` does not need.
+    from radialog.instruct_data import InstructResult, write_instruct_data
+    from radialog.instruct_data.synthetic_tasks import SyntheticStudy, SyntheticTaskWriter
+
+    studies: list[SyntheticStudy] = []
+
+    def keep_training_study(sample: SyntheticSample, image: str) -> None:
+        if args.instruct_per_study and sample.split == "train":
+            studies.append(SyntheticStudy.of(sample, image))
+
     start = time.perf_counter()
-    manifest = make_synthetic_dataset(args.out, args.count, args.seed, config)
+    manifest = make_synthetic_dataset(args.out, args.count, args.seed, config, on_sample=keep_training_study)
     seconds = time.perf_counter() - start
     logger.info("wrote %d images and %s in %.1f s (%.0f images/s)", args.count, manifest, seconds, args.count / seconds)
+    if studies:
+        writer = SyntheticTaskWriter(sentence_bank(config))
+        samples = writer.samples(studies, args.instruct_per_study, seed=args.seed)
+        out = manifest.parent / "instruct.jsonl"
+        stats = write_instruct_data(InstructResult(samples, {"tasks": dict(Counter(s["task"] for s in samples))}), out)
+        logger.info("wrote %d instruct samples to %s (%s)", len(samples), out, stats)
     return 0

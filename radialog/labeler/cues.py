@@ -47,6 +47,8 @@ _UNC = Cue.UNCERTAIN
 _EXCLUDE = r"(?:exclude[ds]?|rule[ds]? out)"
 _ADVERB = r"(?:entirely |completely |totally |definitely |fully )?"
 _CHANGE = r"(?:change|increase|decrease|improvement|worsening|progression)s?"
+_A_LITTLE = r"(?:slightly|partially|partly|somewhat|mildly)"
+_BY_A_LITTLE = rf"(?:{_A_LITTLE}|by|\d[\d.]*)"
 
 BEFORE: tuple[Phrase, ...] = (
     Phrase(r"(?:cannot|can ?not|can't|could not|unable to|difficult to) (?:be )?" + _ADVERB + _EXCLUDE, _UNC_FIRST, 8),
@@ -64,6 +66,14 @@ BEFORE: tuple[Phrase, ...] = (
     Phrase(r"no", _NEG, 12),
     Phrase(r"not", _NEG, 4),
     Phrase(r"without|free of|clear of|negative for|absen(?:ce|t) of", _NEG, 12),
+    # A clipped "clear of" ("lungs are clear airspace disease"): right before the mention, after a verb
+    # ("clear hyperexpanded lungs" says nothing against the hyperexpansion).
+    Phrase(
+        r"clear(?:(?<=is clear)|(?<=are clear)|(?<=and clear)|(?<=remain clear))"
+        r"(?: (?:focal|acute|confluent|definite))?(?: air[- ]?space)?",
+        _NEG,
+        0,
+    ),
     Phrase(r"nor", _NEG, 6),
     Phrase(r"neither", _NEG, 8),
     Phrase(r"(?:interval )?(?:resolution|clearing|removal|disappearance|withdrawal) of", _NEG, 8),
@@ -106,10 +116,14 @@ AFTER: tuple[Phrase, ...] = (
         6,
     ),
     Phrase(r"possible|questionable|suspected|questioned|equivocal|less likely", _UNC, 6),
+    # A device pulled back a little is still in place: "tube has been withdrawn 2 cm".
+    Phrase(rf"{_A_LITTLE} withdrawn|withdrawn {_BY_A_LITTLE}", Cue.PSEUDO, 4),
     Phrase(r"no longer", _NEG, 6),
     Phrase(r"not", _NEG, 3),
     Phrase(
-        r"(?:(?:has|have) )?(?:since )?(?:resolved|cleared|been removed|been withdrawn)|removed|withdrawn|absent|gone",
+        r"(?:(?:has|have) )?(?:since )?(?:resolved|cleared|been removed|been withdrawn(?! "
+        + _BY_A_LITTLE
+        + r"))|removed|withdrawn|absent|gone",
         _NEG,
         6,
     ),
@@ -117,7 +131,7 @@ AFTER: tuple[Phrase, ...] = (
     Phrase(r"or|versus|vs\.?", Cue.OR, 2),
 )
 
-_ENLARGED = r"enlarg\w*|large|widen\w*|wide|prominen\w*|increas\w*|big|globular"
+_ENLARGED = r"enlarg\w*|large|larger|widen\w*|wider|wide|prominen\w*|increas\w*|big|bigger|globular"
 _STABLE = r"(?:grossly |essentially |overall )?(?:stable|unchanged|similar)"
 
 QUALIFIERS_BEFORE: tuple[Phrase, ...] = (

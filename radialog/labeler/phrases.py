@@ -11,10 +11,14 @@ Three kinds of mention:
 - anatomy mentions name a structure whose normal/abnormal state is the observation ("heart size",
   "cardiomediastinal silhouette"): they count only with a qualifier ("normal", "enlarged", "stable");
 - hedged mentions are uncertain by nature (CheXpert: "vascular congestion" → uncertain edema).
-Every pattern is matched at word starts (a leading \\b is added).
+Every pattern is matched at word starts (a leading \\b is added). Some phrases are plain-language
+("fluid around the left lung"): reports rewritten for patients are labelled with the same rules.
 """
 
 from __future__ import annotations
+
+_LUNGS = r"(?:the |both |each )?(?:left |right )?lungs?\b"  # plain-language "around the right lung"
+_AIR_LEAK = r"air (?:has )?leak(?:ed|ing|s)?"
 
 FINDINGS: dict[str, tuple[str, ...]] = {
     "Enlarged Cardiomediastinum": (
@@ -50,11 +54,22 @@ FINDINGS: dict[str, tuple[str, ...]] = {
         r"(?:lung|pulmonary) lesions?",
     ),
     "Edema": (r"edema", r"(?:congestive )?heart failure", r"chf\b", r"kerley"),
-    "Consolidation": (r"consolidat\w*",),
+    "Consolidation": (
+        r"consolidat\w*",
+        r"lungs? (?:is |are |looks? |appears? )?(?:partly |partially )?(?:filled in|solid)\b",
+    ),
     "Pneumonia": (r"(?:broncho)?pneumoni(?:a|as|c|tis)\b", r"infect(?:ion|ions|ious)\b"),
     "Atelectasis": (r"atelecta\w*", r"collaps(?:e|ed|es)\b"),
-    "Pneumothorax": (r"(?:hydro)?pneumothora(?:x|ces)\b",),
-    "Pleural Effusion": (r"effusions?\b", r"pleural fluid", r"hydrothorax"),
+    "Pneumothorax": (
+        r"(?:hydro)?pneumothora(?:x|ces)\b",
+        _AIR_LEAK + r" (?:around|outside|next to) " + _LUNGS,
+    ),
+    "Pleural Effusion": (
+        r"effusions?\b",
+        r"pleural fluid",
+        r"hydrothorax",
+        r"fluid (?:around|surrounding|at the (?:bottom|base)s? of) " + _LUNGS,
+    ),
     "Pleural Other": (
         r"pleural (?:thickening|plaques?|calcifications?|scar\w*)",
         r"pleur(?:al[- ]|o-?)parenchymal (?:scar\w*|thickening)",
@@ -62,13 +77,15 @@ FINDINGS: dict[str, tuple[str, ...]] = {
         r"fibrosis",
         r"apical (?:pleural )?capping",
     ),
-    "Fracture": (r"fractur\w*", r"fx\b"),
+    "Fracture": (r"fractur\w*", r"fx\b", r"broken (?:ribs?|bones?|collarbones?)"),
     "Support Devices": (
         r"pacers?\b",
         r"pacemakers?",
         r"(?:central|venous|arterial|picc|midline|swan[- ]ganz|jugular|subclavian|femoral|ij|dialysis)"
         r" (?:venous )?lines?\b",
         r"picc\b",
+        r"(?:medical )?(?:tubes?|lines?) (?:or|and) (?:tubes?|lines?)\b",  # one mention: "or" is no hedge here
+        r"medical (?:devices?|lines?)",
         r"tubes?\b",
         r"tubing",
         r"catheters?",
@@ -106,6 +123,7 @@ ANATOMY: dict[str, tuple[str, ...]] = {
         r"mediastinum",
         r"mediastinal (?:contours?|silhouettes?|structures|width|configuration|shadows?|borders?|outline)",
         r"pericardial silhouette",
+        r"middle of the chest",
     ),
     "Cardiomegaly": (
         r"heart(?: size| shadow| silhouette| contours?)?\b",
@@ -147,6 +165,8 @@ EXCLUSIONS: dict[str, tuple[str, ...]] = {
     "Edema": (r"(?:soft tissue|subcutaneous|chest wall|extremity|facial) edema",),
     "Pneumonia": (r"granulomatous infection",),
     "Atelectasis": (
+        # Plain language for a pneumothorax: "air has leaked around the lung, and part of it has collapsed".
+        _AIR_LEAK + r" .*collaps\w*",
         r"vertebra\w* (?:body )?(?:height )?collaps\w*",
         r"collaps\w* (?:of )?(?:the )?(?:[tl]\d+|vertebra\w*)",
     ),
@@ -158,6 +178,15 @@ EXCLUSIONS: dict[str, tuple[str, ...]] = {
         r"calcifi\w* (?:of the )?(?:aortic |mitral )?valves?",
     ),
 }
+
+# Searches the image could not answer ("evaluation for pneumothorax is limited"): a mention inside one
+# states nothing. Only "for X" searches: "evaluation of the stent is limited" still says there is a stent.
+_SEARCH = r"(?:evaluation|assessment) (?:of (?:[\w-]+ ){1,5}?)?for"
+_LIMITED = r"(?:somewhat |slightly |markedly |severely |very )?(?:limited|suboptimal|compromised|hampered)"
+NOT_ASSESSED: tuple[str, ...] = (
+    rf"{_SEARCH} (?:[\w-]+ ){{1,4}}?(?:is |are |was |were )?{_LIMITED}",  # "evaluation for X is limited"
+    rf"limited {_SEARCH} (?:[\w-]+ ){{0,3}}[\w-]+",  # "limited evaluation for X"
+)
 
 # Abnormalities outside the 14 observations. They take "No Finding" away when positive or
 # uncertain (CheXpert's No Finding rule), and are not reported themselves.

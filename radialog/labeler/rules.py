@@ -81,6 +81,7 @@ def _build_observations() -> tuple[_Observation, ...]:
 
 _OBSERVATIONS = _build_observations()
 _OTHER_FINDINGS = _words(phrases.OTHER_FINDINGS)
+_NOT_ASSESSED = _words(phrases.NOT_ASSESSED)
 _HEART_FAILURE = re.compile(phrases.HEART_FAILURE)
 _BEFORE = _CueSet(cues.BEFORE)
 _AFTER = _CueSet(cues.AFTER)
@@ -192,16 +193,20 @@ class _Sentence:
         return None if nearest is None else _QUALIFIER_VALUE[nearest[2]]
 
 
-def _mentions(observation: _Observation, text: str) -> list[tuple[Mention, re.Match[str]]]:
+def _overlaps(match: re.Match[str], spans: list[tuple[int, int]]) -> bool:
+    return any(match.start() < end and match.end() > start for start, end in spans)
+
+
+def _mentions(
+    observation: _Observation, text: str, not_assessed: list[tuple[int, int]]
+) -> list[tuple[Mention, re.Match[str]]]:
     found = [(kind, match) for kind, pattern in observation.mentions for match in pattern.finditer(text)]
-    if not found or observation.exclusions is None:
+    if not found or (observation.exclusions is None and not not_assessed):
         return found
-    excluded = [m.span() for m in observation.exclusions.finditer(text)]
-    return [
-        (kind, match)
-        for kind, match in found
-        if not any(match.start() < ex_end and match.end() > ex_start for ex_start, ex_end in excluded)
-    ]
+    excluded = not_assessed
+    if observation.exclusions is not None:
+        excluded = excluded + [m.span() for m in observation.exclusions.finditer(text)]
+    return [(kind, match) for kind, match in found if not _overlaps(match, excluded)]
 
 
 def _aggregate(values: list[int]) -> int:
@@ -216,9 +221,10 @@ def label_sentence(text: str) -> tuple[tuple[tuple[str, int], ...], bool]:
     """The (observation, value) of each mention in one normalised sentence, and whether it states an
     abnormality outside the 14. Cached: reports repeat sentences ("the lungs are clear") a lot."""
     sentence = None  # cues are looked for only in sentences that mention something
+    not_assessed = [m.span() for m in _NOT_ASSESSED.finditer(text)]
     found: list[tuple[str, int]] = []
     for observation in _OBSERVATIONS:
-        for kind, match in _mentions(observation, text):
+        for kind, match in _mentions(observation, text, not_assessed):
             sentence = sentence or _Sentence(text)
             value = sentence.classify(match.start(), match.end(), kind)
             if value is None:
@@ -228,6 +234,8 @@ def label_sentence(text: str) -> tuple[tuple[tuple[str, int], ...], bool]:
                 found.append(("Cardiomegaly", UNCERTAIN))
     other_finding = False
     for match in _OTHER_FINDINGS.finditer(text):
+        if _overlaps(match, not_assessed):
+            continue
         sentence = sentence or _Sentence(text)
         if sentence.classify(match.start(), match.end(), Mention.FINDING) != NEGATIVE:
             other_finding = True

@@ -1,13 +1,14 @@
-"""Scoring generated reports against references: CE, NLG overlap and BERTScore in one call."""
+"""Scoring generated reports against references: CE, NLG overlap, BERTScore and consistency in one call."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from radialog.labeler.base import Labels, ReportLabeler
+from radialog.consistency import check_consistency
+from radialog.labeler.base import POSITIVE, UNCERTAIN, Labels, ReportLabeler
 from radialog.labels import CHEXPERT_LABELS
 from radialog.metrics.bertscore import BertScoreConfig, bert_score
 from radialog.metrics.clinical import ClinicalEfficacy, clinical_efficacy
@@ -25,12 +26,52 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class ReportConsistency:
+    """Report-level summary of `radialog.consistency` checks of the generated reports.
+
+    Evaluation records carry no classifier outputs, so the findings each report is checked against are its
+    reference's labels (`findings_from`).
+    """
+
+    with_contradiction: float  # share of reports with at least one contradiction
+    with_omission: float  # share of reports with at least one omission
+    mean_agreements: float  # agreeing observations per report, of the 13 checked (No Finding is not)
+    findings_from: str = "reference labels"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# The reference's labels as the classifier's view: positive → to be stated; uncertain → between the
+# consistency thresholds, flagged neither way; negative or not mentioned → clearly absent.
+_REFERENCE_PROBABILITY = {POSITIVE: 1.0, UNCERTAIN: 0.5}
+
+
+def report_consistency(
+    predictions: Sequence[str], reference_labels: Sequence[Labels], labeler: ReportLabeler
+) -> ReportConsistency:
+    """Check each prediction against its reference's findings: contradictions, omissions, agreements."""
+    results = []
+    for prediction, labels in zip(predictions, reference_labels, strict=True):
+        positive = [name for name, value in labels.items() if value == POSITIVE]
+        probabilities = {name: _REFERENCE_PROBABILITY.get(value, 0.0) for name, value in labels.items()}
+        results.append(check_consistency(prediction, positive, probabilities, labeler=labeler))
+    n = max(len(results), 1)
+    return ReportConsistency(
+        with_contradiction=sum(bool(r.contradictions) for r in results) / n,
+        with_omission=sum(bool(r.omissions) for r in results) / n,
+        mean_agreements=sum(len(r.checks) - len(r.contradictions) - len(r.omissions) for r in results) / n,
+    )
+
+
+@dataclass(frozen=True)
 class Evaluation:
     n_reports: int
     labeler: str
     clinical: ClinicalEfficacy
     nlg: dict[str, float]
     bertscore: dict | None
+    consistency: ReportConsistency
     predicted_labels: list[Labels]
     reference_labels: list[Labels]
 
@@ -42,6 +83,7 @@ class Evaluation:
             "clinical_efficacy": self.clinical.to_dict(),
             "nlg": self.nlg,
             "bertscore": self.bertscore,
+            "consistency": self.consistency.to_dict(),
         }
 
 
@@ -68,7 +110,10 @@ def evaluate_reports(
         )
     nlg = nlg_metrics(predictions, references, meteor=config.meteor)
     bertscore = bert_score(predictions, references, config.bertscore) if config.bertscore is not None else None
-    return Evaluation(len(predictions), labeler.name, clinical, nlg, bertscore, predicted_labels, reference_labels)
+    consistency = report_consistency(predictions, reference_labels, labeler)
+    return Evaluation(
+        len(predictions), labeler.name, clinical, nlg, bertscore, consistency, predicted_labels, reference_labels
+    )
 
 
 def format_table(evaluation: Evaluation) -> str:
@@ -99,6 +144,14 @@ def format_table(evaluation: Evaluation) -> str:
             f"BERTScore ({'/'.join(Path(b['model']).parts[-2:])}, layer {b['num_layers']})",
             f"  {'precision / recall / F1':<26}{b['precision']:>10.4f}{b['recall']:>10.4f}{b['f1']:>10.4f}",
         ]
+    c = evaluation.consistency
+    lines += [
+        "",
+        f"Consistency with the findings of the {c.findings_from}",
+        f"  {'reports with a contradiction':<34}{c.with_contradiction:>10.4f}",
+        f"  {'reports with an omission':<34}{c.with_omission:>10.4f}",
+        f"  {'agreements per report (of 13)':<34}{c.mean_agreements:>10.2f}",
+    ]
     return "\n".join(lines)
 
 

@@ -37,6 +37,10 @@ class ImageEncoderConfig:
     BioViL-T: `projection_dim` 128 is its own head, 1408 RaDialog's. Swin: `swin` holds transformers
     `SwinConfig` arguments and `pretrained` optionally names a local Hugging Face `SwinModel` directory
     (e.g. swin-base-patch4-window7-224) whose weights initialise it.
+
+    `trained_with_priors`: the weights learnt from a prior image of the same patient in BioViL-T's
+    temporal input. RaDialog v1 and the demo checkpoint were not, so a prior is then only shown for
+    comparison unless a caller asks for it to be fed in.
     """
 
     kind: str = "biovil_t"
@@ -48,12 +52,20 @@ class ImageEncoderConfig:
     token_layer_norm: bool = True
     swin: dict[str, Any] | None = None
     pretrained: str | None = None
+    trained_with_priors: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in IMAGE_ENCODER_KINDS:
             raise ValueError(f"image encoder kind must be one of {IMAGE_ENCODER_KINDS}, got {self.kind!r}")
         if (self.kind == "swin") != (self.swin is not None):
             raise ValueError("`swin` (SwinConfig arguments) is required for kind 'swin' and only for it")
+        if self.trained_with_priors and not self.accepts_prior:
+            raise ValueError(f"a {self.kind!r} image encoder takes no prior image: `trained_with_priors` must be false")
+
+    @property
+    def accepts_prior(self) -> bool:
+        """Whether the encoder has a previous-image input (BioViL-T's temporal pooler; Swin has none)."""
+        return self.kind == "biovil_t"
 
     @property
     def backbone_dim(self) -> int:

@@ -67,6 +67,7 @@ class EncodedImage:
     image_embeds: torch.Tensor  # (1, num_image_tokens, llm_hidden)
     probabilities: dict[str, float]  # label → classifier probability (NaN: no output for it; {}: no classifier)
     positive: list[str]  # labels above the classifier threshold, CheXpert order
+    with_prior: bool = False  # the embeddings compare the image with a prior one (the prompt then says so)
 
     @property
     def predicted_findings(self) -> str:
@@ -209,12 +210,25 @@ class RaDialogModel(nn.Module):
         return self.config.num_image_tokens
 
     # ------------------------------------------------------------------ image path
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def get_image_features(
+        self, pixel_values: torch.Tensor, previous_pixel_values: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, 3, S, S) → (B, num_image_tokens, llm_hidden): the image embeddings the LLM reads.
 
         (B, V, 3, S, S) holds V views of each study; their encoder tokens are averaged before the
         alignment, as R2GenGPT fuses the views of a study (`torch.stack(views).mean(0)`).
+        `previous_pixel_values` (B, 3, S, S), a prior image of each study, goes into BioViL-T's
+        temporal input; without it the encoder uses its learned "missing previous" embedding.
         """
+        if previous_pixel_values is not None:
+            if not self.config.image_encoder.accepts_prior:
+                raise InputError(
+                    f"this model's {self.config.image_encoder.kind!r} image encoder takes no prior image "
+                    "(only BioViL-T compares a current and a previous image)"
+                )
+            if pixel_values.ndim != 4:
+                raise InputError("a prior image goes with one view per study, not several")
+            return self.alignment(self.image_encoder.visual_tokens(pixel_values, previous_pixel_values))
         if pixel_values.ndim == 5:
             B, V = pixel_values.shape[:2]
             tokens = self.image_encoder.visual_tokens(pixel_values.flatten(0, 1))  # (B*V, N, D)
@@ -222,8 +236,9 @@ class RaDialogModel(nn.Module):
         return self.alignment(self.image_encoder.visual_tokens(pixel_values))
 
     @torch.no_grad()
-    def encode_image(self, xray: XRay) -> EncodedImage:
-        """The image's embeddings and the classifier's findings."""
+    def encode_image(self, xray: XRay, previous: XRay | None = None) -> EncodedImage:
+        """The image's embeddings (compared with `previous`, a prior image of the same patient, when
+        given) and the classifier's findings, which read the current image only."""
         probabilities: dict[str, float] = {}
         positive: list[str] = []
         if self.classifier is not None:
@@ -231,12 +246,17 @@ class RaDialogModel(nn.Module):
             probs = self.classifier.probabilities(classifier_pixels)[0].float().cpu()
             probabilities = dict(zip(CHEXPERT_LABELS, probs.tolist(), strict=True))
             positive = positive_findings(probabilities, self.config.classifier.threshold)
-        return EncodedImage(image_embeds=self.embed_image(xray), probabilities=probabilities, positive=positive)
+        image_embeds = self.embed_image(xray, previous)
+        return EncodedImage(image_embeds, probabilities, positive, with_prior=previous is not None)
 
     @torch.no_grad()
-    def embed_image(self, xray: XRay) -> torch.Tensor:
-        """(1, num_image_tokens, llm_hidden): the image embeddings alone, without the classifier."""
-        return self.get_image_features(self.processor.pixel_values(xray).to(self.device, self.dtype))
+    def embed_image(self, xray: XRay, previous: XRay | None = None) -> torch.Tensor:
+        """(1, num_image_tokens, llm_hidden): the image embeddings alone, without the classifier; `previous`
+        goes through the same preprocessing into the encoder's prior-image input."""
+        pixels = self.processor.pixel_values(xray).to(self.device, self.dtype)
+        if previous is None:
+            return self.get_image_features(pixels)
+        return self.get_image_features(pixels, self.processor.pixel_values(previous).to(self.device, self.dtype))
 
     # ------------------------------------------------------------------ text path
     def embed_inputs(self, input_ids: torch.Tensor, image_embeds: torch.Tensor | None) -> torch.Tensor:
@@ -337,11 +357,13 @@ class RaDialogModel(nn.Module):
         return self.tokenizer.decode(output[0], skip_special_tokens=True).strip()
 
     # ------------------------------------------------------------------ the report task
-    def generate_report(self, xray: XRay, max_new_tokens: int | None = None) -> ReportResult:
-        encoded = self.encode_image(xray)
+    def generate_report(
+        self, xray: XRay, max_new_tokens: int | None = None, previous: XRay | None = None
+    ) -> ReportResult:
+        encoded = self.encode_image(xray, previous)
         settings = self.config.generation
         report = self.generate(
-            self.processor.report_conversation(encoded.predicted_findings),
+            self.processor.report_conversation(encoded.predicted_findings, encoded.with_prior),
             encoded.image_embeds,
             max_new_tokens or settings.report_max_new_tokens,
             settings.report_min_new_tokens,

@@ -38,13 +38,13 @@ class PromptFormat:
     ) -> str:
         return conversation.render_vicuna(eos=tokenizer.eos_token)
 
-    def report_prompt(self, predicted_findings: str, num_image_tokens: int) -> str:
-        """The first user message asking for the report."""
-        return build_report_prompt(predicted_findings, num_image_tokens)
+    def report_prompt(self, predicted_findings: str, num_image_tokens: int, with_prior: bool = False) -> str:
+        """The first user message asking for the report; `with_prior`: it says a prior image was read too."""
+        return build_report_prompt(predicted_findings, num_image_tokens, with_prior)
 
-    def image_prefix(self, predicted_findings: str, num_image_tokens: int) -> str:
+    def image_prefix(self, predicted_findings: str, num_image_tokens: int, with_prior: bool = False) -> str:
         """What opens a first user message that is not the report request, so the image is read the same way."""
-        return build_image_prefix(predicted_findings, num_image_tokens)
+        return build_image_prefix(predicted_findings, num_image_tokens, with_prior)
 
 
 class VicunaFormat(PromptFormat):
@@ -72,11 +72,11 @@ class R2GenGPTFormat(PromptFormat):
     ) -> str:
         return conversation.render_r2gengpt(eos=tokenizer.eos_token)
 
-    def report_prompt(self, predicted_findings: str, num_image_tokens: int) -> str:
-        return build_r2gengpt_report_prompt(num_image_tokens)
+    def report_prompt(self, predicted_findings: str, num_image_tokens: int, with_prior: bool = False) -> str:
+        return build_r2gengpt_report_prompt(num_image_tokens, with_prior)
 
-    def image_prefix(self, predicted_findings: str, num_image_tokens: int) -> str:
-        return build_r2gengpt_image_prefix(num_image_tokens)
+    def image_prefix(self, predicted_findings: str, num_image_tokens: int, with_prior: bool = False) -> str:
+        return build_r2gengpt_image_prefix(num_image_tokens, with_prior)
 
 
 PROMPT_FORMATS: dict[str, PromptFormat] = {
@@ -131,16 +131,17 @@ class RaDialogProcessor:
         encoded = self.tokenizer(text, return_tensors="pt", add_special_tokens=self.prompt_format.add_special_tokens)
         return encoded["input_ids"]
 
-    def report_prompt(self, predicted_findings: str) -> str:
-        """The first user message asking for the report, in the wording the model was trained on."""
-        return self.prompt_format.report_prompt(predicted_findings, self.num_image_tokens)
+    def report_prompt(self, predicted_findings: str, with_prior: bool = False) -> str:
+        """The first user message asking for the report, in the wording the model was trained on
+        (`with_prior`: the image embeddings also read a prior image, and the prompt says so)."""
+        return self.prompt_format.report_prompt(predicted_findings, self.num_image_tokens, with_prior)
 
-    def image_prefix(self, predicted_findings: str) -> str:
-        return self.prompt_format.image_prefix(predicted_findings, self.num_image_tokens)
+    def image_prefix(self, predicted_findings: str, with_prior: bool = False) -> str:
+        return self.prompt_format.image_prefix(predicted_findings, self.num_image_tokens, with_prior)
 
-    def report_conversation(self, predicted_findings: str) -> Conversation:
+    def report_conversation(self, predicted_findings: str, with_prior: bool = False) -> Conversation:
         """The report request with its answer still open."""
         conversation = Conversation()
-        conversation.add_user(self.report_prompt(predicted_findings))
+        conversation.add_user(self.report_prompt(predicted_findings, with_prior))
         conversation.add_assistant(None)
         return conversation
