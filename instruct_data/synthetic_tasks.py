@@ -21,12 +21,12 @@ asks in `eval` wordings, which the model never saw.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from radialog.chat import PLAIN_LANGUAGE_PROMPT, SUMMARY_PROMPT
 from radialog.instruct_data import templates
+from radialog.instruct_data.correction import split_report
 from radialog.instruct_data.plain_language import TemplateTeacher
 from radialog.labels import CHEXPERT_LABELS
 from radialog.prompts import (
@@ -338,8 +338,7 @@ class CorrectionWriter:
             self.sentences.update((s.text, s) for s in group)
 
     def _sentences(self, report: str) -> list[Sentence]:
-        texts = [t for t in re.split(r"(?<=\.)\s+(?=[A-Z0-9])", report) if t]
-        return [self.sentences.get(t, Sentence(t, frozenset(), frozenset())) for t in texts]
+        return [self.sentences.get(t, Sentence(t, frozenset(), frozenset())) for t in split_report(report)]
 
     def remove(self, report: str, name: str, rest: frozenset[str], rng: random.Random) -> str:
         """`report` without the sentences stating `name`, plus one denying it (none for devices)."""
