@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from radialog.engines.base import LLMEngine
-from radialog.engines.transformers_engine import TransformersEngine
+from radialog.engines.transformers_engine import one_at_a_time
 from radialog.memory import surviving_out_of_memory
 from radialog.model.loading import ModelSource
 from radialog.model.modeling import RaDialogModel
@@ -58,11 +58,6 @@ class _Slots:
         finally:
             with self._mutex:
                 self._pending -= 1
-
-
-def one_at_a_time(model: RaDialogModel) -> LLMEngine:
-    """The in-process engine without batching: generation holds the model, as for any other job."""
-    return TransformersEngine(model, max_batch_size=1)
 
 
 class ModelWorker:

@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from radialog.chat import Session, Task
-from radialog.engines.transformers_engine import TransformersEngine
+from radialog.engines.transformers_engine import one_at_a_time
 from radialog.instruct_data.plain_language import sentence_side
 from radialog.instruct_data.synthetic_tasks import (
     EXPLAIN_REQUESTS,
@@ -218,7 +218,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = RaDialogModel.from_pretrained(args.checkpoint, device="cpu")
-    engine = TransformersEngine(model, max_batch_size=1)  # one answer at a time, as a single user sees it
+    engine = one_at_a_time(model)  # as a single user sees it
     bank = sentence_bank(CONFIG)
     writer = SyntheticTaskWriter(bank, split="eval")
     scorer, rng = Scorer(), random.Random(HELD_OUT_SEED)

@@ -6,8 +6,8 @@ peak memory, and aggregate throughput with concurrent sessions.
 
 Every generation is forced to its full length (`min_new_tokens`), so random weights that emit EOS
 early do not flatter the numbers. Concurrent sessions are threads that each call the model the way
-the server does today (one conversation per `generate` call); with `--batched` they are instead
-served by one left-padded `generate_batch` call (radialog/model/batching.py).
+the one-at-a-time server does (one conversation per `generate` call); with `--batched` they go through a
+`TransformersEngine` that runs them as one left-padded batch, as `radialog serve --max-batch N` does.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from radialog.engines.transformers_engine import TransformersEngine
 from radialog.imaging import XRay
 from radialog.model.loading import add_model_arguments, load_model, resolve_source
 from radialog.model.modeling import RaDialogModel
@@ -78,14 +79,18 @@ def make_generate(model: RaDialogModel, encoded, tokens: int):
 def concurrent_throughput(model: RaDialogModel, encoded, tokens: int, users: int, batched: bool) -> float:
     """Aggregate generated tokens per second with `users` sessions asking at the same time."""
     if batched:
-        from radialog.model.batching import generate_batch
+        engine = TransformersEngine(model, max_batch_size=users, batch_window_s=0.02)
+        inputs = model.prompt_embeds(
+            model.processor.report_conversation(encoded.predicted_findings), encoded.image_embeds, tokens
+        )
+        settings = model.decoding_settings(tokens, min_new_tokens=tokens)
 
-        conversations = [model.processor.report_conversation(encoded.predicted_findings) for _ in range(users)]
-        start = time.perf_counter()
-        generate_batch(model, conversations, [encoded.image_embeds] * users, tokens, min_new_tokens=tokens)
-        sync(model.device)
-        return users * tokens / (time.perf_counter() - start)
-    run = make_generate(model, encoded, tokens)
+        def run() -> int:
+            engine.generate(inputs, settings)
+            return tokens
+
+    else:
+        run = make_generate(model, encoded, tokens)
     barrier = threading.Barrier(users)
 
     def session() -> int:
@@ -166,7 +171,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     parser.add_argument("--compile", action="store_true", help="torch.compile + static KV cache")
-    parser.add_argument("--batched", action="store_true", help="serve concurrent sessions with generate_batch")
+    parser.add_argument("--batched", action="store_true", help="serve concurrent sessions as one engine batch")
     parser.add_argument("--max-new-tokens", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from radialog.engines.base import LLMEngine
-from radialog.engines.transformers_engine import TransformersEngine
+from radialog.engines.transformers_engine import one_at_a_time
 from radialog.errors import ContextOverflow, InputError
 from radialog.imaging import XRay
 from radialog.model.configuration import ImageEncoderConfig
@@ -182,7 +182,7 @@ class Session:
         prior: PriorInfo | None = None,
     ):
         self.model = model
-        self.engine = engine if engine is not None else TransformersEngine(model, max_batch_size=1)
+        self.engine = engine if engine is not None else one_at_a_time(model)
         self.image = image
         self.encoded = encoded
         self.prior = prior

@@ -10,6 +10,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
+import torch
 from generation_inputs import mixed_prompts, noise_xray
 
 from radialog.app.service import StudyService
@@ -21,6 +22,7 @@ from radialog.commands.serve import engine_factory
 from radialog.engines.base import EngineError
 from radialog.engines.transformers_engine import TransformersEngine
 from radialog.engines.vllm_engine import VLLMEngine
+from radialog.model import RaDialogModel, get_preset
 from radialog.model.loading import ModelSource
 
 
@@ -47,7 +49,7 @@ def generate_calls(model, monkeypatch) -> list[dict[str, int | None]]:
     return calls
 
 
-def run_together(engine, model, requests) -> list[str]:
+def run_together(engine, model, requests, min_new_tokens: int = 0) -> list[str]:
     """Every request streamed from its own thread, all released at once, as concurrent sessions are."""
     answers: list[str | None] = [None] * len(requests)
     start = threading.Barrier(len(requests))
@@ -55,7 +57,7 @@ def run_together(engine, model, requests) -> list[str]:
     def one(i: int, conversation, image_embeds, budget) -> None:
         inputs = model.prompt_embeds(conversation, image_embeds, budget)
         start.wait()
-        answers[i] = "".join(engine.stream(inputs, model.decoding_settings(budget))).strip()
+        answers[i] = "".join(engine.stream(inputs, model.decoding_settings(budget, min_new_tokens))).strip()
 
     threads = [threading.Thread(target=one, args=(i, *r)) for i, r in enumerate(requests)]
     for thread in threads:
@@ -81,6 +83,22 @@ def test_requests_beyond_the_batch_size_wait_for_the_next_batch(model, generate_
     engine = TransformersEngine(model, max_batch_size=2, batch_window_s=0.3)
     assert run_together(engine, model, requests) == alone
     assert sorted(call["rows"] for call in generate_calls) == [1, 2]
+
+
+def test_batched_beam_search_equals_single_beam_search_with_every_decoding_setting():
+    """R2GenGPT decodes with beams, a length penalty and (here) an n-gram ban: batching must apply them all."""
+    config = get_preset("r2gengpt-tiny")
+    config.generation.no_repeat_ngram_size = 2
+    torch.manual_seed(3)
+    model = RaDialogModel.from_config(config, device="cpu")
+    encoded = [model.encode_image(noise_xray(seed)) for seed in (4, 5)]
+    requests = [(model.processor.report_conversation(e.predicted_findings), e.image_embeds, 12) for e in encoded]
+    single = [model.generate(c, e, max_new_tokens=budget, min_new_tokens=6) for c, e, budget in requests]
+    engine = TransformersEngine(model, max_batch_size=2, batch_window_s=0.3)
+    assert run_together(engine, model, requests, min_new_tokens=6) == single
+    # The settings matter for this model: greedy decoding without the n-gram ban answers otherwise.
+    config.generation.num_beams, config.generation.no_repeat_ngram_size = 1, 0
+    assert run_together(engine, model, requests, min_new_tokens=6) != single
 
 
 def test_streamed_pieces_join_to_the_generate_answer(model):

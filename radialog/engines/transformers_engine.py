@@ -2,7 +2,7 @@
 
 Requests that arrive while the LLM is busy wait; when it is free, a scheduler thread takes the waiting
 requests (up to `max_batch_size` with the same decoding settings) and runs them as one left-padded
-batch (`radialog.model.batching.left_pad`), streaming each row's text to its own request as it is
+batch (`left_pad`), streaming each row's text to its own request as it is
 decoded. Every row decodes as it would alone: greedy answers equal one-at-a-time `generate()`.
 
 Rows may have different token budgets: the batch runs to the largest, and a row stops at its own
@@ -25,7 +25,6 @@ from transformers.generation.streamers import BaseStreamer
 
 from radialog.engines.base import DecodingSettings, EngineError, LLMEngine
 from radialog.memory import OutOfMemory, surviving_out_of_memory
-from radialog.model.batching import left_pad, pad_embedding
 from radialog.model.modeling import RaDialogModel
 
 logger = logging.getLogger(__name__)
@@ -110,6 +109,23 @@ class _RowsStopped(StoppingCriteria):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
         stopped = [r.stopped.is_set() or r.cancelled.is_set() for r in self.batch]
         return torch.tensor(stopped, dtype=torch.bool, device=input_ids.device)
+
+
+def pad_embedding(model: RaDialogModel) -> torch.Tensor:
+    """(hidden,): the pad token's input embedding, what fills the left of the shorter rows."""
+    pad_id = torch.tensor([model.tokenizer.pad_token_id], device=model.device)
+    return model.language_model.get_input_embeddings()(pad_id)[0]
+
+
+def left_pad(rows: list[torch.Tensor], pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts' (T_i, hidden) embeddings → (B, T, hidden) left-padded with `pad`, and the (B, T) 0/1 mask.
+
+    generate() derives the position ids from the mask, so every row decodes as it would alone.
+    """
+    length = max(row.shape[0] for row in rows)
+    embeds = torch.stack([torch.cat([pad.expand(length - r.shape[0], -1).to(r.dtype), r]) for r in rows])
+    mask = torch.stack([torch.cat([torch.zeros(length - r.shape[0]), torch.ones(r.shape[0])]) for r in rows])
+    return embeds, mask.to(device=embeds.device, dtype=torch.long)
 
 
 class TransformersEngine(LLMEngine):
@@ -220,3 +236,9 @@ class TransformersEngine(LLMEngine):
             **kwargs,
         )
         streamer.end()
+
+
+def one_at_a_time(model: RaDialogModel) -> TransformersEngine:
+    """The in-process engine without batching: one answer at a time, as a single user or the plain server
+    has it."""
+    return TransformersEngine(model, max_batch_size=1)
