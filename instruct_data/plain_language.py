@@ -1,8 +1,8 @@
 """A deterministic teacher for the plain-language (EL) and summary (SU) tasks: templates, not a model.
 
 RaDialog had Vicuna-13b rewrite each report. A template teacher gives answers known by construction: every
-sentence of the report is labelled, and each finding it states or denies becomes a short sentence from a
-lay glossary, so the plain text keeps every finding, names the side, and drops the jargon (the labeler
+sentence of the report is labelled, and each finding it states becomes a short sentence from a lay
+glossary, so the plain text keeps every finding, names the side, and drops the jargon (the labeler
 reads the lay wording too, which is how the conversation benchmark checks that nothing was lost). The
 summary keeps the report's own finding sentences as bullets. It works on any report the labeler reads; a
 teacher LLM (`instruct_data.teacher`) stays the option for free-form answers on real data.
@@ -17,59 +17,25 @@ from radialog.instruct_data.correction import split_report
 from radialog.labeler import RuleBasedLabeler
 from radialog.labeler.base import ReportLabeler
 
-# Per finding: (stated, with {where} for a side or None; uncertain noun phrase; denied).
+# Per finding: (stated, with {where} for a side or None; uncertain noun phrase).
 # {where} is "the left lung", "the right lung" or "both lungs".
-LAY_GLOSSARY: dict[str, tuple[str, str, str | None]] = {
-    "Cardiomegaly": ("The heart looks bigger than normal.", "a large heart", "The heart is a normal size."),
-    "Enlarged Cardiomediastinum": (
-        "The middle of the chest looks wider than normal.",
-        "a wide middle of the chest",
-        "The middle of the chest looks normal.",
-    ),
-    "Pleural Effusion": (
-        "There is fluid around {where}.",
-        "fluid around the lungs",
-        "There is no fluid around the lungs.",
-    ),
-    "Pneumothorax": (
-        "Air has leaked around {where}, and part of it has collapsed.",
-        "an air leak around a lung",
-        "There is no air leak around the lungs.",
-    ),
-    "Lung Opacity": (
-        "There is a hazy area in {where}.",
-        "a hazy area in the lungs",
-        "There are no hazy areas in the lungs.",
-    ),
-    "Consolidation": (
-        "Part of {where} is filled in and looks solid.",
-        "a filled-in part of the lung",
-        "No part of the lungs is filled in.",
-    ),
-    "Support Devices": ("A medical tube or line is in place.", "a medical tube or line", None),
-    "Edema": (
-        "There is extra fluid inside the lungs.",
-        "extra fluid inside the lungs",
-        "There is no extra fluid inside the lungs.",
-    ),
-    "Atelectasis": ("Part of {where} is not fully open.", "a part of the lung that is not fully open", None),
-    "Pneumonia": (
-        "There are signs of a lung infection.",
-        "a lung infection",
-        "There are no signs of a lung infection.",
-    ),
-    "Lung Lesion": ("There is a spot in {where}.", "a spot in the lungs", "There are no spots in the lungs."),
-    "Fracture": ("A bone looks broken.", "a broken bone", "No bones are broken."),
-    "Pleural Other": ("The lining around {where} looks thick.", "a thick lining around the lungs", None),
+LAY_GLOSSARY: dict[str, tuple[str, str]] = {
+    "Cardiomegaly": ("The heart looks bigger than normal.", "a large heart"),
+    "Enlarged Cardiomediastinum": ("The middle of the chest looks wider than normal.", "a wide middle of the chest"),
+    "Pleural Effusion": ("There is fluid around {where}.", "fluid around the lungs"),
+    "Pneumothorax": ("Air has leaked around {where}, and part of it has collapsed.", "an air leak around a lung"),
+    "Lung Opacity": ("There is a hazy area in {where}.", "a hazy area in the lungs"),
+    "Consolidation": ("Part of {where} is filled in and looks solid.", "a filled-in part of the lung"),
+    "Support Devices": ("A medical tube or line is in place.", "a medical tube or line"),
+    "Edema": ("There is extra fluid inside the lungs.", "extra fluid inside the lungs"),
+    "Atelectasis": ("Part of {where} is not fully open.", "a part of the lung that is not fully open"),
+    "Pneumonia": ("There are signs of a lung infection.", "a lung infection"),
+    "Lung Lesion": ("There is a spot in {where}.", "a spot in the lungs"),
+    "Fracture": ("A bone looks broken.", "a broken bone"),
+    "Pleural Other": ("The lining around {where} looks thick.", "a thick lining around the lungs"),
 }
 NORMAL_STUDY = "This chest X-ray looks normal."
-# Normal statements the labeler reads no finding in, by what they talk about.
-_NORMAL_TOPICS = (
-    (re.compile(r"\bbon|osseous|skelet|spine|\bribs?\b"), "The bones look normal."),
-    (re.compile(r"mediastin|hila|hilar"), "The middle of the chest looks normal."),
-    (re.compile(r"\bheart\b|cardiac"), "The heart is a normal size."),
-    (re.compile(r"\blungs?\b|pulmonary|airspace"), "The lungs look clear."),
-)
+REST_NORMAL = "The rest of the chest looks normal."
 NORMAL_SUMMARY = "- No acute cardiopulmonary abnormality."
 
 
@@ -100,26 +66,22 @@ class TemplateTeacher:
         return list(zip(sentences, self.labeler.label(sentences), strict=True))
 
     def explain(self, report: str) -> str:
-        """The report in plain words: one short lay sentence per finding stated, doubted or ruled out."""
+        """The report in plain words: a short lay sentence per finding stated or doubted, in the glossary's
+        order, then one line for everything it calls normal or rules out. A fixed shape rather than a
+        sentence-by-sentence rewrite, since the report's many ways of ruling things out say nothing more to a
+        patient than "the rest looks normal"."""
         read = self._read(report)
-        stated = _stated(read)
         lay: list[str] = []
-        for sentence, labels in read:
-            said = []
-            for name, (positive, doubtful, denied) in LAY_GLOSSARY.items():
-                value = labels.get(name)
-                if value == 1:
-                    said.append(positive.format(where=where(sentence_side(sentence))))
-                elif value == -1:
-                    said.append(f"There might be {doubtful}.")
-                elif value == 0 and denied is not None and name not in stated:
-                    said.append(denied)
-            if not said and not stated:
-                lowered = sentence.lower()
-                said = [next((text for pattern, text in _NORMAL_TOPICS if pattern.search(lowered)), NORMAL_STUDY)]
-            lay += [text for text in said if text not in lay]
-        if not stated and NORMAL_STUDY not in lay:
-            lay.insert(0, NORMAL_STUDY)
+        for name, (positive, doubtful) in LAY_GLOSSARY.items():
+            sentence = next((s for s, labels in read if labels.get(name) == 1), None)
+            if sentence is not None:
+                lay.append(positive.format(where=where(sentence_side(sentence))))
+            elif any(labels.get(name) == -1 for _, labels in read):
+                lay.append(f"There might be {doubtful}.")
+        if not lay:
+            return NORMAL_STUDY
+        if any(0 in labels.values() or not _stated([(s, labels)]) for s, labels in read):  # something normal
+            lay.append(REST_NORMAL)
         return " ".join(lay)
 
     def summarize(self, report: str) -> str:

@@ -185,6 +185,12 @@ REMOVE_REQUESTS: Wordings = {
         "Please remove the <x> from the report.",
         "The patient doesn't have <x>. Correct the report.",
         "That's wrong, I see no <x>. Update the report.",
+        "No <x> here; please correct that.",
+        "Wrong: the <x> is not there. Fix the report.",
+        "There's no sign of <x>. Please revise the report.",
+        "Take out the <x>, it isn't there.",
+        "I can't find <x> on this film. Please change the report.",
+        "Please correct the report: no <x>.",
     ),
     "eval": ("Actually there is no <x>, please fix it.", "I don't see any <x>; correct the report."),
 }
@@ -194,6 +200,11 @@ ADD_REQUESTS: Wordings = {
         "The patient also has <x>. Update the report.",
         "Please mention <x> too.",
         "I see <x>, add it to the report.",
+        "You forgot the <x>. Please add it.",
+        "There is <x> as well; update the report.",
+        "Please revise the report to include <x>.",
+        "I can also see <x>. Correct the report.",
+        "The report should mention <x>.",
     ),
     "eval": ("Add <x> to the report, please.", "There is also <x>; include it."),
 }
@@ -216,15 +227,15 @@ SUMMARY_REQUESTS: Wordings = {
 
 # Share of each task among the samples drawn for a study.
 TASK_WEIGHTS = {
-    "CPbQA": 0.28,
-    "RQA": 0.18,
-    "CO": 0.16,
-    "EL": 0.08,
+    "CPbQA": 0.22,
+    "RQA": 0.16,
+    "CO": 0.20,
+    "EL": 0.10,
     "SU": 0.07,
     "CPaQA": 0.06,
     "CO+QA": 0.09,
     "QA+QA": 0.05,
-    "RG": 0.03,
+    "RG": 0.05,
 }
 
 

@@ -418,13 +418,14 @@ _NORMAL_CUE = re.compile(
     r"\b(clear|normal|unremarkable|no acute|without acute|negative|no active|intact|free of|without evidence|"
     r"no evidence|no focal)\b"
 )
+_DEVICE_WORDS = re.compile(r"\btubes?\b|\blines?\b|catheter|picc")
 _IMPLIED_DENIALS = (
     (re.compile(r"cardiopulmonary|\bacute\b|active disease|chest\b"), frozenset(DRAWN_LABELS) - {SUPPORT_DEVICES}),
     (re.compile(r"\blungs?\b|pulmonary"), frozenset(LATERAL_FINDINGS)),
     (re.compile(r"airspace|air space"), frozenset({"Lung Opacity", "Consolidation"})),
     (re.compile(r"\bheart\b|cardiac|cardiomediastinal|mediastin"), frozenset({"Cardiomegaly"})),
     (re.compile(r"pleura|costophrenic"), frozenset({"Pleural Effusion", "Pneumothorax"})),
-    (re.compile(r"\btubes?\b|\blines?\b|catheter|picc"), frozenset({SUPPORT_DEVICES})),
+    (_DEVICE_WORDS, frozenset({SUPPORT_DEVICES})),
 )
 # Vertical range (lung-relative) of a patch whose sentence names the lobe or zone.
 _ZONES = (
@@ -595,15 +596,15 @@ def _mentions_device(text: str) -> bool:
     """Device sentences ("Interval removal of the NG tube.") are neither a finding's nor a normal statement."""
     lowered = text.lower()
     return any(pattern.search(lowered) for pattern in DEVICE_KINDS.values()) or bool(
-        _IMPLIED_DENIALS[-1][0].search(lowered) or _NOT_DRAWN[SUPPORT_DEVICES].search(lowered)
+        _DEVICE_WORDS.search(lowered) or _NOT_DRAWN[SUPPORT_DEVICES].search(lowered)
     )
 
 
-def _pick(rng: np.random.Generator, candidates: list[Sentence], present: set[str], tries: int = 30) -> Sentence | None:
-    """A random candidate that denies none of the present findings."""
+def _pick(rng: np.random.Generator, candidates: list[Sentence], avoid: set[str], tries: int = 30) -> Sentence | None:
+    """A random candidate that denies none of the findings in `avoid`."""
     for _ in range(tries):
         sentence = candidates[int(rng.integers(len(candidates)))]
-        if not sentence.denies & present:
+        if not sentence.denies & avoid:
             return sentence
     return None
 
@@ -626,14 +627,15 @@ def write_report(
     for name in DRAWN_LABELS:
         if name in present or name in negated or name == SUPPORT_DEVICES or not bank.negating[name]:
             continue
-        sentence = _pick(rng, bank.negating[name], present)
+        # Not a second denial of a finding already denied ("No pleural effusion." then "No effusion or
+        # pneumothorax."): one statement per finding keeps what the report says plain to learn.
+        sentence = _pick(rng, bank.negating[name], present | negated)
         if sentence is not None and sentence not in sentences:
             sentences.append(sentence)
             negated |= sentence.denies
     for _ in range(int(rng.integers(0, 3))):  # a few more normal statements (bones, mediastinum, ...)
-        sentence = _pick(rng, bank.normal, present)
-        # Only statements that add something: not a second denial of what is already denied.
-        if sentence is not None and sentence not in sentences and not (sentence.denies and sentence.denies <= negated):
+        sentence = _pick(rng, bank.normal, present | negated)  # nothing denied twice, as above
+        if sentence is not None and sentence not in sentences:
             sentences.append(sentence)
             negated |= sentence.denies
     order = rng.permutation(len(sentences))  # shuffle, then keep report order between topics

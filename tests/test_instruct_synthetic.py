@@ -179,8 +179,10 @@ def test_template_teacher_on_a_real_style_report(labeler):
     report = "Mild cardiomegaly. Small left pleural effusion. No pneumothorax. The osseous structures are intact."
     teacher = TemplateTeacher(labeler)
     plain = teacher.explain(report)
-    assert "fluid around the left lung" in plain and "bigger than normal" in plain and "no air leak" in plain
-    assert "bones look normal" not in plain  # a study with findings is not called normal
+    assert plain == (
+        "The heart looks bigger than normal. There is fluid around the left lung. The rest of the chest looks normal."
+    )
+    assert teacher.explain("Cardiomegaly.") == "The heart looks bigger than normal."  # nothing else was said
     assert positives(labeler, teacher.summarize(report)) == {"Cardiomegaly", "Pleural Effusion"}
     assert teacher.explain("No acute cardiopulmonary abnormality.").startswith("This chest X-ray looks normal.")
 
