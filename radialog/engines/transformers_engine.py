@@ -2,8 +2,8 @@
 
 Requests that arrive while the LLM is busy wait; when it is free, a scheduler thread takes the waiting
 requests (up to `max_batch_size` with the same decoding settings) and runs them as one left-padded
-batch (`left_pad`), streaming each row's text to its own request as it is
-decoded. Every row decodes as it would alone: greedy answers equal one-at-a-time `generate()`.
+batch (`left_pad`), streaming each row's text to its own request as it is decoded. Every row decodes as
+it would alone: greedy answers equal one-at-a-time `generate()`.
 
 Rows may have different token budgets: the batch runs to the largest, and a row stops at its own
 (a stopping criterion per row), or when its request is cancelled. Requests arriving during a batch
