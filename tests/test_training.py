@@ -37,6 +37,7 @@ from radialog.training.loop import run_stage
 from radialog.training.objectives import (
     ClassifierObjective,
     LanguageObjective,
+    answer_turns,
     cache_query_features,
 )
 from radialog.training.pipeline import train
@@ -90,6 +91,36 @@ def test_answer_only_loss_equals_the_causal_lm_loss(tiny_model, synthetic):
             labels=batch["labels"],
         ).loss
     torch.testing.assert_close(loss, reference)
+
+
+def test_answer_turns_number_each_run_of_answer_tokens():
+    answer = torch.tensor([[False, True, True, False, True, False], [True, False, False, True, True, True]])
+    assert answer_turns(answer).tolist() == [0, 0, 1, 2, 3, 3, 3]
+
+
+def test_turn_weighting_gives_each_answer_the_same_weight(synthetic):
+    model = fresh_tiny()
+    records, images = image_dataset(model, synthetic)
+    cache = cache_query_features(model, images)
+    conversations = ConversationDataset(model, [report_sample(r, i) for i, r in enumerate(records[:4])], 600)
+    collate = make_conversation_collate(model.tokenizer.pad_token_id)
+    by_token = LanguageObjective(model, "full", images, cache)
+    by_turn = LanguageObjective(model, "full", images, cache, answer_weighting="turn")
+    # Fit the first sample a little, so the samples' answer losses differ and the two weightings part.
+    optimizer = torch.optim.AdamW([p for p in by_token.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(5):
+        optimizer.zero_grad()
+        by_token(collate([conversations[0]])).backward()
+        optimizer.step()
+    lengths = torch.tensor([float((conversations[i][1] != IGNORE_INDEX).sum()) for i in range(4)])
+    with torch.no_grad():
+        each = torch.stack([by_token(collate([conversations[i]])) for i in range(4)])
+        batch = collate([conversations[i] for i in range(4)])
+        # One answer per sample here: the turn-weighted loss is the mean of the per-sample answer losses,
+        # the token-weighted one their mean weighted by answer length.
+        torch.testing.assert_close(by_turn(batch), each.mean(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(by_token(batch), (each * lengths).sum() / lengths.sum(), rtol=1e-4, atol=1e-5)
+    assert abs(each.mean() - (each * lengths).sum() / lengths.sum()) > 0.02  # far above the tolerance above
 
 
 def test_classifier_stage_learns_and_resumes_exactly(synthetic, tmp_path):

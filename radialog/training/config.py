@@ -23,7 +23,8 @@ The model is loaded and stored in `dtype`; what a stage trains is float32 while 
 The language stage's `llm` and `vision` settings give R2GenGPT's three modes (`R2GENGPT_MODES`): shallow
 `{vision: frozen, llm: frozen}`, delta `{vision: lora, llm: frozen}` (LoRA r 16 / alpha 16 on the Swin's
 query and value projections: `vision_lora`), deep `{vision: full, llm: frozen}`. RaDialog's recipe is
-`{vision: frozen, llm: lora}`; with a frozen LLM, `{llm: frozen}`.
+`{vision: frozen, llm: lora}`; with a frozen LLM, `{llm: frozen}`. Its `answer_weighting` is `token`
+(the loss averages over answer tokens, RaDialog's) or `turn` (each answer turn weighs the same).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from radialog.model.loading import DTYPES
 STAGES = ("classifier", "alignment", "language")
 LLM_MODES = ("lora", "full", "frozen")
 VISION_MODES = ("frozen", "lora", "full")
+ANSWER_WEIGHTINGS = ("token", "turn")
 R2GENGPT_MODES = {
     "shallow": {"vision": "frozen", "llm": "frozen"},
     "delta": {"vision": "lora", "llm": "frozen"},
@@ -77,12 +79,17 @@ class StageConfig:
     # whole encoder and alignment module trained.
     vision: str = "frozen"
     vision_lora: VisionLora = field(default_factory=VisionLora)
+    # Language stage: "token" averages the loss over every answer token (RaDialog); "turn" gives each
+    # answer turn the same weight, so a one-word answer after a 60-token report is not drowned by it.
+    answer_weighting: str = "token"
 
     def __post_init__(self) -> None:
         if self.llm not in LLM_MODES:
             raise InputError(f"llm must be one of {LLM_MODES}, got {self.llm!r}")
         if self.vision not in VISION_MODES:
             raise InputError(f"vision must be one of {VISION_MODES}, got {self.vision!r}")
+        if self.answer_weighting not in ANSWER_WEIGHTINGS:
+            raise InputError(f"answer_weighting must be one of {ANSWER_WEIGHTINGS}, got {self.answer_weighting!r}")
         if isinstance(self.vision_lora, dict):  # from YAML
             self.vision_lora = VisionLora(**self.vision_lora)
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:

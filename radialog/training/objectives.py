@@ -234,6 +234,7 @@ class LanguageObjective(nn.Module):
         query_cache: torch.Tensor | None,
         vision: str = "frozen",
         vision_lora: VisionLora | None = None,
+        answer_weighting: str = "token",
     ) -> None:
         super().__init__()
         if vision != "frozen" and query_cache is not None:
@@ -243,6 +244,7 @@ class LanguageObjective(nn.Module):
         set_language_stage_trainable(model, llm_mode, vision, vision_lora)
         self.register_buffer("query_cache", query_cache, persistent=False)
         self.vision = vision
+        self.answer_weighting = answer_weighting
 
     def train(self, mode: bool = True) -> LanguageObjective:
         super().train(mode)
@@ -269,7 +271,20 @@ class LanguageObjective(nn.Module):
         targets = batch["labels"][:, 1:]
         answer = targets != IGNORE_INDEX
         logits = llm.get_output_embeddings()(hidden[:, :-1][answer])
-        return F.cross_entropy(logits.float(), targets[answer])
+        if self.answer_weighting == "token":
+            return F.cross_entropy(logits.float(), targets[answer])
+        token_losses = F.cross_entropy(logits.float(), targets[answer], reduction="none")
+        turn = answer_turns(answer)
+        turn_lengths = torch.bincount(turn)
+        return (token_losses / turn_lengths[turn]).sum() / len(turn_lengths)
+
+
+def answer_turns(answer: torch.Tensor) -> torch.Tensor:
+    """The answer turn of each True of a (batch, length) mask, numbered from 0 in row-major order: a turn
+    is a run of consecutive answer tokens within a row."""
+    starts = answer.clone()
+    starts[:, 1:] &= ~answer[:, :-1]
+    return (torch.cumsum(starts.flatten(), 0) - 1)[answer.flatten()]
 
 
 @torch.no_grad()

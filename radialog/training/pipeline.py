@@ -128,7 +128,13 @@ def train(config: TrainConfig) -> TrainResult:
             dataset = ConversationDataset(model, _conversations(config, train_records), stage_config.max_length)
             collate = make_conversation_collate(model.tokenizer.pad_token_id)
             objective = LanguageObjective(
-                model, stage_config.llm, images, cache, stage_config.vision, stage_config.vision_lora
+                model,
+                stage_config.llm,
+                images,
+                cache,
+                stage_config.vision,
+                stage_config.vision_lora,
+                stage_config.answer_weighting,
             )
         logger.info("stage %s: %d training samples", stage, len(dataset))
         result = run_stage(
