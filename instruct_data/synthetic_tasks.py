@@ -55,7 +55,7 @@ FINDING_NAMES: dict[str, tuple[str, ...]] = {
     "Pneumothorax": ("a pneumothorax", "pneumothorax"),
     "Lung Opacity": ("a lung opacity", "an opacity in the lungs", "airspace disease"),
     "Consolidation": ("consolidation", "an area of consolidation"),
-    SUPPORT_DEVICES: ("a support device", "a tube or line"),
+    SUPPORT_DEVICES: ("a support device", "a tube or line", "a medical device", "a catheter or tube"),
     "Enlarged Cardiomediastinum": ("an enlarged cardiomediastinum", "a widened mediastinum"),
     "Edema": ("pulmonary edema", "edema"),
     "Atelectasis": ("atelectasis",),
@@ -83,20 +83,44 @@ YES_NO_QUESTIONS: Wordings = {
         "Is there evidence of <x>?",
         "Does the report mention <x>?",
         "Any sign of <x>?",
+        "Is <x> present?",
+        "Can you find <x>?",
+        "Do you think there is <x>?",
+        "Is <x> visible?",
+        "Does the film show <x>?",
+        "Is <x> seen on the image?",
     ),
     "eval": ("Are there signs of <x>?", "Does this X-ray show <x>?", "Would you say there is <x>?"),
 }
 LAY_QUESTIONS: dict[str, Wordings] = {
     "Cardiomegaly": {
-        "train": ("Is the heart enlarged?", "Is the heart too big?", "Is the heart bigger than normal?"),
+        "train": (
+            "Is the heart enlarged?",
+            "Is the heart too big?",
+            "Is the heart bigger than normal?",
+            "Is the heart bigger than it should be?",
+            "Is the heart oversized?",
+        ),
         "eval": ("Does the heart look large?", "Is the heart size increased?"),
     },
     "Pleural Effusion": {
-        "train": ("Is there fluid around the lungs?", "Any fluid around the lungs?", "Is there fluid in the chest?"),
+        "train": (
+            "Is there fluid around the lungs?",
+            "Any fluid around the lungs?",
+            "Is there fluid in the chest?",
+            "Is there liquid around the lungs?",
+            "Has fluid built up around a lung?",
+        ),
         "eval": ("Is there any water around the lungs?", "Do you see fluid collecting around a lung?"),
     },
     "Pneumothorax": {
-        "train": ("Is there a collapsed lung?", "Has a lung collapsed?", "Is there air leaking around the lung?"),
+        "train": (
+            "Is there a collapsed lung?",
+            "Has a lung collapsed?",
+            "Is there air leaking around the lung?",
+            "Is there air outside the lung?",
+            "Is a lung deflated?",
+        ),
         "eval": ("Is there any air leak around the lungs?", "Is part of a lung collapsed?"),
     },
     "Lung Opacity": {
@@ -104,6 +128,8 @@ LAY_QUESTIONS: dict[str, Wordings] = {
             "Is there a hazy area in the lungs?",
             "Are there any shadows on the lungs?",
             "Is any part of the lungs cloudy?",
+            "Is there a cloudy patch on the lungs?",
+            "Are the lungs hazy anywhere?",
         ),
         "eval": ("Do the lungs show any haziness?", "Is there a shadow on the lung?"),
     },
@@ -112,6 +138,8 @@ LAY_QUESTIONS: dict[str, Wordings] = {
             "Is part of the lung filled in?",
             "Is there a dense area in the lungs?",
             "Does any part of the lung look solid?",
+            "Is there a filled-in area of the lung?",
+            "Is any lung tissue filled with fluid or pus?",
         ),
         "eval": ("Is there a solid-looking area in the lungs?", "Is a part of the lung dense and filled in?"),
     },
@@ -120,6 +148,9 @@ LAY_QUESTIONS: dict[str, Wordings] = {
             "Are there any tubes or lines?",
             "Is there a medical device in place?",
             "Do you see a catheter or tube?",
+            "Is there a tube in the patient?",
+            "Is any line or catheter in place?",
+            "Does the patient have any tubes?",
         ),
         "eval": ("Is any tube or line visible?", "Has a device been placed?"),
     },
@@ -140,27 +171,59 @@ REGIONS: dict[str, tuple[frozenset[str], str | None]] = {
 }
 REGION_WORDINGS: dict[str, Wordings] = {
     "heart": {
-        "train": (REGION_QUESTIONS[0], "How does the heart look?", "Is the heart size normal?"),
+        "train": (
+            REGION_QUESTIONS[0],
+            "How does the heart look?",
+            "Is the heart size normal?",
+            "Describe the heart.",
+            "How is the heart?",
+        ),
         "eval": ("What about the heart?", "Is there anything wrong with the heart?"),
     },
     "lungs": {
-        "train": (REGION_QUESTIONS[1], "Are there any abnormalities in the lungs?", "How do the lungs look?"),
+        "train": (
+            REGION_QUESTIONS[1],
+            "Are there any abnormalities in the lungs?",
+            "How do the lungs look?",
+            "Describe the lungs.",
+            "What do the lungs show?",
+        ),
         "eval": ("Tell me about the lungs.", "Is anything wrong with the lungs?"),
     },
     "right lung": {
-        "train": (REGION_QUESTIONS[2], "How does the right lung look?"),
+        "train": (
+            REGION_QUESTIONS[2],
+            "How does the right lung look?",
+            "Describe the right lung.",
+            "Tell me about the right lung.",
+        ),
         "eval": ("What do you see in the right lung?", "Is the right lung normal?"),
     },
     "left lung": {
-        "train": (REGION_QUESTIONS[3], "How does the left lung look?"),
+        "train": (
+            REGION_QUESTIONS[3],
+            "How does the left lung look?",
+            "Describe the left lung.",
+            "Tell me about the left lung.",
+        ),
         "eval": ("What do you see in the left lung?", "Is the left lung normal?"),
     },
     "pleura": {
-        "train": (REGION_QUESTIONS[4], "Are the pleural spaces normal?"),
+        "train": (
+            REGION_QUESTIONS[4],
+            "Are the pleural spaces normal?",
+            "Describe the pleura.",
+            "How do the pleural spaces look?",
+        ),
         "eval": ("Anything in the pleural space?", "What about the pleura?"),
     },
     "devices": {
-        "train": (REGION_QUESTIONS[5], "Which devices are in place?"),
+        "train": (
+            REGION_QUESTIONS[5],
+            "Which devices are in place?",
+            "What tubes or lines are there?",
+            "Tell me about the devices.",
+        ),
         "eval": ("What devices can you see?", "Is the patient intubated or lined?"),
     },
 }
@@ -191,6 +254,9 @@ REMOVE_REQUESTS: Wordings = {
         "Take out the <x>, it isn't there.",
         "I can't find <x> on this film. Please change the report.",
         "Please correct the report: no <x>.",
+        "You are wrong about the <x>; it is not there. Please fix it.",
+        "Remove the <x>, the patient does not have it.",
+        "There isn't any <x>. Rewrite the report.",
     ),
     "eval": ("Actually there is no <x>, please fix it.", "I don't see any <x>; correct the report."),
 }
@@ -205,6 +271,9 @@ ADD_REQUESTS: Wordings = {
         "Please revise the report to include <x>.",
         "I can also see <x>. Correct the report.",
         "The report should mention <x>.",
+        "Include <x> in the report.",
+        "You left out <x>. Fix the report.",
+        "Please add <x> to the findings.",
     ),
     "eval": ("Add <x> to the report, please.", "There is also <x>; include it."),
 }
