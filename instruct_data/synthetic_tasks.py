@@ -308,6 +308,15 @@ TASK_WEIGHTS = {
 }
 
 
+def check_task_weights(task_weights: dict[str, float]) -> None:
+    """Raises ValueError unless `task_weights` names known tasks with weights ≥ 0, one of them > 0."""
+    unknown = set(task_weights) - set(TASK_WEIGHTS)
+    if unknown:
+        raise ValueError(f"unknown synthetic tasks {sorted(unknown)}; the tasks are {list(TASK_WEIGHTS)}")
+    if any(w < 0 for w in task_weights.values()) or not any(w > 0 for w in task_weights.values()):
+        raise ValueError("task weights must be 0 or more, and one of them more than 0")
+
+
 def patient_side(drawn_side: int) -> str:
     """The drawing's image side (-1 image left, +1 image right, 0 both) as a report names it: the patient's."""
     return {-1: "right", 1: "left", 0: "both"}[drawn_side]
@@ -561,9 +570,18 @@ class SyntheticTaskWriter:
             "messages": [request, report, *turns],
         }
 
-    def samples(self, studies: Sequence[SyntheticStudy], per_study: int, seed: int) -> list[dict]:
+    def samples(
+        self,
+        studies: Sequence[SyntheticStudy],
+        per_study: int,
+        seed: int,
+        task_weights: dict[str, float] | None = None,
+    ) -> list[dict]:
+        """`per_study` samples per study, their tasks drawn by `task_weights` (default `TASK_WEIGHTS`)."""
+        task_weights = TASK_WEIGHTS if task_weights is None else task_weights
+        check_task_weights(task_weights)
         rng = random.Random(seed)
-        tasks, weights = list(TASK_WEIGHTS), list(TASK_WEIGHTS.values())
+        tasks, weights = list(task_weights), list(task_weights.values())
         samples = []
         for study in studies:
             for k, task in enumerate(rng.choices(tasks, weights, k=per_study)):

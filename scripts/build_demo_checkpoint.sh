@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Rebuilds radialog/demo_checkpoint/ (the app's embedded default) from nothing: synthetic data, training,
 # fp16 export. Run after scripts/install.sh; then update the numbers in its MODEL_CARD.md from
-# outputs/demo-turns/metrics.json and benchmarks/demo_quality.py. Re-running resumes an interrupted training.
+# outputs/demo-focus/metrics.json and benchmarks/demo_quality.py. Re-running resumes an interrupted training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 radialog=.venv/bin/radialog
 $radialog make-synthetic --out outputs/demo-data --count 6000 --seed 0 --image-size 256 --sentences-per-finding 5 \
     --instruct-per-study 2
+# A second draw of instruct samples for the fourth phase, weighted towards the tasks furthest from their targets;
+# the images and manifest it writes again are the same.
+$radialog make-synthetic --out outputs/demo-data --count 6000 --seed 0 --image-size 256 --sentences-per-finding 5 \
+    --instruct-per-study 2 --instruct-seed 3 --instruct-name instruct-focus.jsonl \
+    --task-weights CO=0.26,EL=0.20,RQA=0.18,CPbQA=0.12,CO+QA=0.10,SU=0.05,QA+QA=0.04,CPaQA=0.03,RG=0.02
 $radialog train scripts/demo_checkpoint.yaml
 $radialog train scripts/demo_checkpoint_more.yaml  # the second language phase, from outputs/demo/final
 $radialog train scripts/demo_checkpoint_turns.yaml  # the third, each answer turn weighted alike
-$radialog export outputs/demo-turns/final --to radialog/demo_checkpoint --dtype float16
+$radialog train scripts/demo_checkpoint_focus.yaml  # the fourth, on the second draw
+$radialog export outputs/demo-focus/final --to radialog/demo_checkpoint --dtype float16
 # peft writes a blank model-card template beside the adapter; MODEL_CARD.md is this checkpoint's card.
 rm -f radialog/demo_checkpoint/adapter/README.md

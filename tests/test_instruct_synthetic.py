@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 
 import pytest
 import textstat
@@ -213,3 +214,27 @@ def test_make_synthetic_writes_instruct_data_for_training_studies(tmp_path):
     training = {r["image"] for r in manifest if r["split"] == "train"}
     written = [json.loads(line) for line in (out / "instruct.jsonl").read_text().splitlines()]
     assert len(written) == 2 * len(training) and {s["image"] for s in written} == training
+
+
+def test_task_weights_draw_only_the_named_tasks_in_their_shares(bank, studies):
+    drawn = SyntheticTaskWriter(bank).samples(studies, per_study=4, seed=0, task_weights={"CO": 3.0, "EL": 1.0})
+    counts = Counter(s["task"] for s in drawn)
+    assert set(counts) == {"CO", "EL"} and 0.65 < counts["CO"] / len(drawn) < 0.85
+    for bad in ({"XX": 1.0}, {"CO": -1.0, "EL": 2.0}, {"CO": 0.0}):
+        with pytest.raises(ValueError):
+            SyntheticTaskWriter(bank).samples(studies, per_study=1, seed=0, task_weights=bad)
+
+
+def test_make_synthetic_writes_a_second_instruct_mix_beside_the_first(tmp_path):
+    out = tmp_path / "synth"
+    argv = ["make-synthetic", "--out", str(out), "--count", "40", "--seed", "2", "--image-size", "64"]
+    argv += ["--sentences-per-finding", "5", "--instruct-per-study", "2"]
+    assert main(argv) == 0
+    focus = [*argv, "--instruct-name", "focus.jsonl", "--instruct-seed", "5", "--task-weights", "RQA=1,CO+QA=1"]
+    assert main(focus) == 0
+    first = [json.loads(line) for line in (out / "instruct.jsonl").read_text().splitlines()]
+    second = [json.loads(line) for line in (out / "focus.jsonl").read_text().splitlines()]
+    assert len(second) == len(first) and {s["task"] for s in second} == {"RQA", "CO+QA"}
+    assert {s["task"] for s in first} != {"RQA", "CO+QA"}
+    for wrong in (["--task-weights", "RQA"], ["--task-weights", "XX=1"], ["--instruct-name", "../x.jsonl"]):
+        assert main([*argv, *wrong]) == 2

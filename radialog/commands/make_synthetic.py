@@ -6,6 +6,7 @@ import argparse
 import logging
 import time
 from collections import Counter
+from pathlib import Path
 
 from radialog.errors import InputError
 from radialog.synthetic import SyntheticConfig, SyntheticSample, make_synthetic_dataset, sentence_bank
@@ -30,6 +31,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=0,
         help="also write instruct.jsonl: N samples of RaDialog's tasks per training study, answers by construction",
     )
+    parser.add_argument(
+        "--task-weights",
+        default=None,
+        help="the instruct task mix, e.g. CO=0.3,RQA=0.2,EL=0.2 (tasks left out are not drawn; default: the "
+        "standard mix)",
+    )
+    parser.add_argument(
+        "--instruct-name",
+        default="instruct.jsonl",
+        help="file name of the instruct data in --out (default: %(default)s)",
+    )
+    parser.add_argument("--instruct-seed", type=int, default=None, help="seed of the instruct draw (default: --seed)")
     parser.set_defaults(func=run)
 
 
@@ -42,9 +55,18 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(str(err)) from err
     if args.instruct_per_study < 0:
         raise InputError("--instruct-per-study must be 0 or more")
+    task_weights = parse_task_weights(args.task_weights) if args.task_weights else None
+    if Path(args.instruct_name).name != args.instruct_name or not args.instruct_name.endswith(".jsonl"):
+        raise InputError(f"--instruct-name must be a file name ending in .jsonl, not {args.instruct_name!r}")
     # Imported here: the instruct writer pulls in the chat module, which `radialog --help` does not need.
     from radialog.instruct_data import InstructResult, write_instruct_data
-    from radialog.instruct_data.synthetic_tasks import SyntheticStudy, SyntheticTaskWriter
+    from radialog.instruct_data.synthetic_tasks import SyntheticStudy, SyntheticTaskWriter, check_task_weights
+
+    if task_weights is not None:
+        try:
+            check_task_weights(task_weights)
+        except ValueError as err:
+            raise InputError(f"--task-weights: {err}") from err
 
     studies: list[SyntheticStudy] = []
 
@@ -58,8 +80,23 @@ def run(args: argparse.Namespace) -> int:
     logger.info("wrote %d images and %s in %.1f s (%.0f images/s)", args.count, manifest, seconds, args.count / seconds)
     if studies:
         writer = SyntheticTaskWriter(sentence_bank(config))
-        samples = writer.samples(studies, args.instruct_per_study, seed=args.seed)
-        out = manifest.parent / "instruct.jsonl"
+        seed = args.seed if args.instruct_seed is None else args.instruct_seed
+        samples = writer.samples(studies, args.instruct_per_study, seed=seed, task_weights=task_weights)
+        out = manifest.parent / args.instruct_name
         stats = write_instruct_data(InstructResult(samples, {"tasks": dict(Counter(s["task"] for s in samples))}), out)
         logger.info("wrote %d instruct samples to %s (%s)", len(samples), out, stats)
     return 0
+
+
+def parse_task_weights(text: str) -> dict[str, float]:
+    """ "CO=0.3,RQA=0.2" → {"CO": 0.3, "RQA": 0.2}."""
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        task, sep, value = item.partition("=")
+        try:
+            weights[task.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not task.strip():
+            raise InputError(f"--task-weights: {item!r} is not TASK=WEIGHT")
+    return weights
