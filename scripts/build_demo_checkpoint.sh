@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuilds radialog/demo_checkpoint/ (the app's embedded default) from nothing: synthetic data, training,
 # fp16 export. Run after scripts/install.sh; then update the numbers in its MODEL_CARD.md from
-# outputs/demo-focus/metrics.json and benchmarks/demo_quality.py. Re-running resumes an interrupted training.
+# outputs/demo-balance/metrics.json and benchmarks/demo_quality.py. Re-running resumes an interrupted training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 radialog=.venv/bin/radialog
@@ -15,7 +15,11 @@ $radialog make-synthetic --out outputs/demo-data --count 6000 --seed 0 --image-s
 $radialog train scripts/demo_checkpoint.yaml
 $radialog train scripts/demo_checkpoint_more.yaml  # the second language phase, from outputs/demo/final
 $radialog train scripts/demo_checkpoint_turns.yaml  # the third, each answer turn weighted alike
+$radialog make-synthetic --out outputs/demo-data --count 6000 --seed 0 --image-size 256 --sentences-per-finding 5 \
+    --instruct-per-study 2 --instruct-seed 4 --instruct-name instruct-balance.jsonl \
+    --task-weights CO=0.22,CPbQA=0.16,RQA=0.16,EL=0.16,CO+QA=0.09,SU=0.08,QA+QA=0.05,CPaQA=0.04,RG=0.04
 $radialog train scripts/demo_checkpoint_focus.yaml  # the fourth, on the second draw
-$radialog export outputs/demo-focus/final --to radialog/demo_checkpoint --dtype float16
+$radialog train scripts/demo_checkpoint_balance.yaml  # the fifth, on a third draw between the two mixes
+$radialog export outputs/demo-balance/final --to radialog/demo_checkpoint --dtype float16
 # peft writes a blank model-card template beside the adapter; MODEL_CARD.md is this checkpoint's card.
 rm -f radialog/demo_checkpoint/adapter/README.md
