@@ -12,12 +12,13 @@ $radialog make-synthetic --out outputs/demo-data --count 6000 --seed 0 --image-s
 $radialog make-synthetic --out outputs/demo-data --count 6000 --seed 0 --image-size 256 --sentences-per-finding 5 \
     --instruct-per-study 2 --instruct-seed 3 --instruct-name instruct-focus.jsonl \
     --task-weights CO=0.26,EL=0.20,RQA=0.18,CPbQA=0.12,CO+QA=0.10,SU=0.05,QA+QA=0.04,CPaQA=0.03,RG=0.02
-$radialog train scripts/demo_checkpoint.yaml
-$radialog train scripts/demo_checkpoint_more.yaml  # the second language phase, from outputs/demo/final
-$radialog train scripts/demo_checkpoint_turns.yaml  # the third, each answer turn weighted alike
+# A third, for the fifth phase: weights between the standard mix and the second draw's.
 $radialog make-synthetic --out outputs/demo-data --count 6000 --seed 0 --image-size 256 --sentences-per-finding 5 \
     --instruct-per-study 2 --instruct-seed 4 --instruct-name instruct-balance.jsonl \
     --task-weights CO=0.22,CPbQA=0.16,RQA=0.16,EL=0.16,CO+QA=0.09,SU=0.08,QA+QA=0.05,CPaQA=0.04,RG=0.04
+$radialog train scripts/demo_checkpoint.yaml
+$radialog train scripts/demo_checkpoint_more.yaml  # the second language phase, from outputs/demo/final
+$radialog train scripts/demo_checkpoint_turns.yaml  # the third, each answer turn weighted alike
 $radialog train scripts/demo_checkpoint_focus.yaml  # the fourth, on the second draw
 $radialog train scripts/demo_checkpoint_balance.yaml  # the fifth, on a third draw between the two mixes
 $radialog export outputs/demo-balance/final --to radialog/demo_checkpoint --dtype float16
