@@ -184,3 +184,41 @@ def test_radialog_v1_lora_matches_the_published_setup():
     peft_model = get_peft_model(llm, _lora_config(config))
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     assert trainable == 32 * 2 * (4096 * 8 + 8 * 4096)  # 4.19 M, as in RaDialog
+
+
+def test_widening_the_lora_keeps_the_outputs_and_round_trips(perturbed_model, tmp_path):
+    import copy
+
+    from peft.tuners.lora import LoraLayer
+
+    model = copy.deepcopy(perturbed_model)
+    xray = synthetic_xray(6)
+    before = report_logits(model, xray)
+    trained_q = {n: p.clone() for n, p in model.language_model.named_parameters() if "q_proj.lora_" in n}
+    assert model.widen_lora(["q_proj", "gate_proj", "down_proj"]) == ["gate_proj", "down_proj"]
+    assert model.config.lora.target_modules == ("q_proj", "v_proj", "gate_proj", "down_proj")
+    widened = {n.rsplit(".", 1)[-1] for n, m in model.language_model.named_modules() if isinstance(m, LoraLayer)}
+    assert widened == {"q_proj", "v_proj", "gate_proj", "down_proj"}
+    for name, param in model.language_model.named_parameters():
+        if name in trained_q:
+            torch.testing.assert_close(param, trained_q[name], rtol=0, atol=0)
+    torch.testing.assert_close(report_logits(model, xray), before, rtol=0, atol=0)  # new B = 0
+    assert model.widen_lora(["gate_proj"]) == []
+
+    with torch.no_grad():
+        for name, param in model.language_model.named_parameters():
+            if "gate_proj.lora_B" in name:
+                param.normal_(std=0.5)
+    changed = report_logits(model, xray)
+    assert not torch.allclose(changed, before)
+    model.save_pretrained(tmp_path)
+    loaded = RaDialogModel.from_pretrained(tmp_path, device="cpu")
+    assert loaded.config.lora.target_modules == ("q_proj", "v_proj", "gate_proj", "down_proj")
+    torch.testing.assert_close(report_logits(loaded, xray), changed, rtol=0, atol=0)
+
+
+def test_widening_needs_a_lora_adapter(tmp_path):
+    torch.manual_seed(0)
+    model = RaDialogModel.from_config(get_preset("r2gengpt-tiny"), device="cpu")
+    with pytest.raises(InputError, match="no LoRA"):
+        model.widen_lora(["gate_proj"])

@@ -428,3 +428,27 @@ def test_torchxrayvision_classifier_trains_in_the_classifier_stage(synthetic, tm
     before = RaDialogModel.from_pretrained(start, device="cpu").classifier.model.classifier.weight
     trained = RaDialogModel.from_pretrained(tmp_path / "run" / "final", device="cpu")
     assert not torch.equal(trained.classifier.model.classifier.weight, before)
+
+
+def test_language_stage_widens_the_lora_and_trains_the_added_modules(synthetic, tmp_path):
+    config = TrainConfig.from_dict(
+        {
+            "preset": "tiny",
+            "output_dir": str(tmp_path),
+            "data": {"manifest": str(synthetic)},
+            "stages": ["language"],
+            "language": {"max_steps": 2, "batch_size": 2, "lr": 1e-2, "lora_target_modules": ["up_proj"]},
+            "eval_max_samples": 1,
+        }
+    )
+    assert config.language.lora_target_modules == ("up_proj",)
+    train(config)
+    model = RaDialogModel.from_pretrained(tmp_path / "final", device="cpu")
+    assert model.config.lora.target_modules == ("q_proj", "v_proj", "up_proj")
+    up_b = [p for n, p in model.language_model.named_parameters() if "up_proj.lora_B" in n]
+    assert up_b and all(p.abs().sum() > 0 for p in up_b)  # started at zero, so training moved them
+
+
+def test_widening_the_lora_of_a_full_or_frozen_llm_is_refused():
+    with pytest.raises(InputError, match="lora_target_modules"):
+        StageConfig(llm="frozen", lora_target_modules=("up_proj",))

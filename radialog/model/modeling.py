@@ -10,11 +10,12 @@ conversations into its inputs, radialog/model/checkpoint.py reads and writes its
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -190,6 +191,26 @@ class RaDialogModel(nn.Module):
         """Write the checkpoint (radialog/model/checkpoint.py says what goes where); `dtype` casts the stored
         weights, e.g. float16 for shipping."""
         write_checkpoint(self, directory, save_language_model, dtype)
+
+    def widen_lora(self, target_modules: Sequence[str]) -> list[str]:
+        """Put the LLM's LoRA on `target_modules` as well, keeping every trained LoRA layer; returns the
+        modules added. A new layer starts with B = 0, so the model computes what it did until trained."""
+        if self.config.lora is None or not isinstance(self.language_model, PeftModel):
+            raise InputError(f"the {self.config.name} model has no LoRA adapter to widen")
+        current = self.config.lora.target_modules
+        added = [m for m in target_modules if m not in current]
+        if not added:
+            return []
+        trained = get_peft_model_state_dict(self.language_model)
+        self.config.lora = replace(self.config.lora, target_modules=(*current, *added))
+        training = self.language_model.training  # get_peft_model leaves its new layers in train mode
+        self.language_model = get_peft_model(self.language_model.unload(), _lora_config(self.config))
+        self.language_model.train(training)
+        result = set_peft_model_state_dict(self.language_model, trained)
+        if result.unexpected_keys:
+            raise CheckpointError(f"the trained LoRA layers did not all load: {result.unexpected_keys[:5]}")
+        logger.info("LoRA widened to %s (added %s)", list(self.config.lora.target_modules), added)
+        return added
 
     @property
     def base_language_model(self) -> PreTrainedModel:

@@ -82,6 +82,9 @@ class StageConfig:
     # Language stage: "token" averages the loss over every answer token (RaDialog); "turn" gives each
     # answer turn the same weight, so a one-word answer after a 60-token report is not drowned by it.
     answer_weighting: str = "token"
+    # Language stage with llm "lora": further LLM modules to put LoRA on before training, e.g. the MLP
+    # projections when a checkpoint's attention-only adapter cannot learn a task; trained layers are kept.
+    lora_target_modules: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.llm not in LLM_MODES:
@@ -92,6 +95,10 @@ class StageConfig:
             raise InputError(f"answer_weighting must be one of {ANSWER_WEIGHTINGS}, got {self.answer_weighting!r}")
         if isinstance(self.vision_lora, dict):  # from YAML
             self.vision_lora = VisionLora(**self.vision_lora)
+        if self.lora_target_modules is not None:
+            if self.llm != "lora":
+                raise InputError(f"lora_target_modules needs llm 'lora', got llm {self.llm!r}")
+            self.lora_target_modules = tuple(self.lora_target_modules)  # YAML gives a list
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise InputError(f"max_grad_norm must be positive (or null for no clipping), got {self.max_grad_norm}")
 

@@ -124,6 +124,8 @@ def train(config: TrainConfig) -> TrainResult:
             objective = AlignmentObjective(model, stage_config.embed_dim, stage_config.max_text_tokens)
             dataset, collate = images, collate_images
         else:
+            if stage_config.lora_target_modules:
+                model.widen_lora(stage_config.lora_target_modules)
             cache = None if stage_config.train_vision else cache_query_features(model, images)
             dataset = ConversationDataset(model, _conversations(config, train_records), stage_config.max_length)
             collate = make_conversation_collate(model.tokenizer.pad_token_id)
