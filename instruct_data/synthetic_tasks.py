@@ -290,6 +290,9 @@ SUMMARY_REQUESTS: Wordings = {
         "Give me the key points as a bulleted list.",
         "List the main points of the report as bullets.",
         "Write a short bullet-point summary of the findings.",
+        "Bullet points, please.",
+        "Turn the report into a bulleted list.",
+        "Break the findings down into short bullets.",
     ),
     "eval": ("Summarize as bullets.", "Sum up the report in a few bullet points."),
 }
